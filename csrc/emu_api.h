@@ -1,0 +1,163 @@
+/*
+ * mmulab C core: the one contract between C and Python.
+ *
+ * This file is read verbatim by cffi's cdef() (csrc/build_ffi.py), so it is written in
+ * the subset cffi parses: no #include, no include guard, no macros other than integer
+ * #defines, fixed-width types only, uint64_t for every address.  csrc/emu.h includes
+ * the C headers this needs and then this file.
+ *
+ * Pointer parameters are marked: borrowed (caller keeps ownership, C does not keep it
+ * past the call), owned (ownership passes to the receiver), out (C writes it).
+ * Functions returning int return EMU_OK (0) or a negative EMU_E_* code.
+ */
+
+/* ---- return codes ---------------------------------------------------------------- */
+#define EMU_OK 0
+#define EMU_E_INVAL -1 /* an argument is out of its domain */
+#define EMU_E_NOMEM -2 /* the host could not allocate */
+#define EMU_E_RANGE -3 /* a physical address lies beyond 2^52 */
+#define EMU_E_ALIGN -4 /* an address is not aligned as the operation needs */
+#define EMU_E_SHORT -5 /* an output array is too small; the needed length is returned */
+
+/* ---- paging levels (SDM 3A 4.5): never bare integers --------------------------------- */
+#define EMU_LVL_PT 1   /* page table: PTE maps 4 KiB */
+#define EMU_LVL_PD 2   /* page directory: PDE maps 2 MiB with PS=1 */
+#define EMU_LVL_PDPT 3 /* page-directory-pointer table: PDPTE maps 1 GiB with PS=1 */
+#define EMU_LVL_PML4 4
+#define EMU_LVL_PML5 5 /* only with CR4.LA57 */
+
+/* ---- page-table entry bits (SDM 3A 4.5, Tables 4-15..4-20) -------------------------- */
+#define EMU_PTE_P 0x1          /* bit 0   P: present */
+#define EMU_PTE_RW 0x2         /* bit 1   R/W: writes allowed */
+#define EMU_PTE_US 0x4         /* bit 2   U/S: user-mode accesses allowed */
+#define EMU_PTE_PWT 0x8        /* bit 3   PWT */
+#define EMU_PTE_PCD 0x10       /* bit 4   PCD */
+#define EMU_PTE_A 0x20         /* bit 5   A: accessed */
+#define EMU_PTE_D 0x40         /* bit 6   D: dirty (leaves only) */
+#define EMU_PTE_PS 0x80        /* bit 7   PS in PDPTE/PDE; reserved in PML4E/PML5E */
+#define EMU_PTE_PAT 0x80       /* bit 7   PAT in a PTE */
+#define EMU_PTE_G 0x100        /* bit 8   G: global (leaves); reserved on AMD in PML4E/PML5E */
+#define EMU_PTE_PAT_LARGE 0x1000 /* bit 12 PAT in a 2 MiB / 1 GiB leaf */
+#define EMU_PTE_PKEY_SHIFT 59  /* bits 62:59 protection key (leaves) */
+#define EMU_PTE_NX_SHIFT 63    /* bit 63  XD: execute-disable; reserved when EFER.NXE=0 */
+#define EMU_PA_BITS_MAX 52     /* architectural MAXPHYADDR limit */
+
+/* ---- access kinds: the low two bits; same numbers as trace kinds ------------------- */
+#define EMU_ACC_READ 0
+#define EMU_ACC_WRITE 1
+#define EMU_ACC_FETCH 2
+#define EMU_ACC_KIND_MASK 3
+#define EMU_ACC_USER 4     /* or'ed in: an explicit access at CPL 3 */
+#define EMU_ACC_IMPLICIT 8 /* or'ed in: implicit supervisor access (SMAP ignores AC) */
+
+/* ---- #PF error-code bits (SDM 3A 4.7) ----------------------------------------------- */
+#define EMU_PF_P 0x1     /* 0: not-present entry; 1: protection, reserved bit or key */
+#define EMU_PF_W 0x2     /* the access was a write */
+#define EMU_PF_U 0x4     /* the access was a user-mode access */
+#define EMU_PF_RSVD 0x8  /* a reserved bit was set in a present entry */
+#define EMU_PF_I 0x10    /* instruction fetch, reported only with NXE=1 or SMEP=1 */
+#define EMU_PF_PK 0x20   /* protection-key violation */
+
+/* ---- exception vectors -------------------------------------------------------------- */
+#define EMU_VEC_NONE 0
+#define EMU_VEC_GP 13 /* non-canonical address: #GP(0), CR2 untouched (SDM 3A 4.5.1) */
+#define EMU_VEC_PF 14
+
+/* ---- walk control flags: the control-register state a walk sees -------------------- */
+#define EMU_WF_WP 0x1       /* CR0.WP */
+#define EMU_WF_NXE 0x2      /* IA32_EFER.NXE */
+#define EMU_WF_SMEP 0x4     /* CR4.SMEP */
+#define EMU_WF_SMAP 0x8     /* CR4.SMAP */
+#define EMU_WF_AC 0x10      /* EFLAGS.AC */
+#define EMU_WF_LA57 0x20    /* CR4.LA57: 5-level paging */
+#define EMU_WF_PKE 0x40     /* CR4.PKE */
+#define EMU_WF_A_QEMU 0x80  /* A-bit policy "qemu": A set on each level as the walk passes */
+#define EMU_WF_NO_1G 0x100  /* CPU without 1 GiB pages: PS in a PDPTE is reserved */
+#define EMU_WF_AMD 0x200    /* AMD: bit 8 of PML4E/PML5E is reserved */
+
+/* ---- sparse physical memory ------------------------------------------------------------
+ * Frames of 4 KiB, created on first write, zero before that.  Physical addresses below
+ * 2^52.  Memory used is proportional to the frames written.
+ */
+typedef struct emu_physmem emu_physmem;
+
+/* New empty physical memory.  Returns an owned handle, or NULL when the host is out of
+ * memory.  Free it with emu_physmem_free. */
+emu_physmem *emu_physmem_new(void);
+/* Frees m (owned) and all its frames.  NULL is ignored. */
+void emu_physmem_free(emu_physmem *m);
+
+/* Reads the aligned 8-byte word at pa into *value (out).  EMU_E_RANGE / EMU_E_ALIGN. */
+int emu_physmem_read_u64(const emu_physmem *m, uint64_t pa, uint64_t *value);
+/* Writes an aligned 8-byte word; creates the frame when needed.  EMU_E_NOMEM leaves m
+ * unchanged. */
+int emu_physmem_write_u64(emu_physmem *m, uint64_t pa, uint64_t value);
+/* Reads n bytes from pa into buf (borrowed, out); may cross frames. */
+int emu_physmem_read(const emu_physmem *m, uint64_t pa, uint8_t *buf, size_t n);
+/* Writes n bytes from buf (borrowed) at pa; frames are created as needed.  On
+ * EMU_E_NOMEM nothing has been written. */
+int emu_physmem_write(emu_physmem *m, uint64_t pa, const uint8_t *buf, size_t n);
+/* Drops the frame pfn so it reads as zeros again (the kernel model frees table pages
+ * this way).  Dropping a frame never written is not an error. */
+int emu_physmem_discard(emu_physmem *m, uint64_t pfn);
+/* Number of frames that exist. */
+uint64_t emu_physmem_frame_count(const emu_physmem *m);
+/* Host bytes used by frames and the index, for the "1 TiB costs its tables" check. */
+uint64_t emu_physmem_bytes_used(const emu_physmem *m);
+/* Writes the frame numbers that exist, ascending, into out (borrowed, out, cap
+ * entries); *needed (out) gets the count.  EMU_E_SHORT when cap is too small. */
+int emu_physmem_frames(const emu_physmem *m, uint64_t *out, size_t cap, size_t *needed);
+
+/* ---- the page walker (SDM 3A 4.5 - 4.8) ------------------------------------------------ */
+
+/* Control state a walk runs under. */
+typedef struct emu_walk_cfg {
+    uint64_t cr3;        /* full CR3; bits 11:0 (PCID/PWT/PCD) and bit 63 ignored */
+    uint32_t flags;      /* EMU_WF_* */
+    uint32_t pkru;       /* PKRU: bits 2k AD, 2k+1 WD for key k */
+    uint32_t maxphyaddr; /* M: 32..52; bits 51:M of entries are reserved */
+    uint32_t reserved0;  /* must be zero */
+} emu_walk_cfg;
+
+/* Outcome of one walk; one record per access in emu_walk_batch. */
+typedef struct emu_walk_result {
+    uint64_t pa;         /* translated address; 0 on a fault */
+    uint64_t page_size;  /* 4096, 2 MiB or 1 GiB; 0 on a fault */
+    uint64_t cr2;        /* faulting address on #PF, else 0 */
+    uint32_t error_code; /* #PF error code (EMU_PF_*); 0 for #GP or success */
+    uint8_t vector;      /* EMU_VEC_NONE, EMU_VEC_GP or EMU_VEC_PF */
+    uint8_t level;       /* leaf level on success; level that faulted on #PF; 0 on #GP */
+    uint8_t rights;      /* combined rights: bit 0 R/W (AND), bit 1 U/S (AND), bit 2 XD (OR) */
+    uint8_t pkey;        /* leaf protection key (bits 62:59) */
+} emu_walk_result;
+
+/* The entries a walk read, for debugging and for diffing against the reference.  Index
+ * level-1; levels not read are zero with entry_pa 0 and read flag clear. */
+typedef struct emu_walk_path {
+    uint64_t entry[5];    /* value as read, before any A/D update */
+    uint64_t entry_pa[5]; /* physical address of the entry */
+    uint8_t read_mask;    /* bit level-1 set when that level was read */
+    uint8_t reserved0[7];
+} emu_walk_path;
+
+/* Translates va for one access (EMU_ACC_* kind, or'ed with EMU_ACC_USER / IMPLICIT)
+ * under cfg (borrowed), writing A/D bits into m as the A-bit policy says.  *out (out)
+ * always receives the outcome; path (out, may be NULL) the entries read.  Returns
+ * EMU_E_INVAL only for a bad cfg or access code (nothing written then); an
+ * architectural fault is EMU_OK with out->vector set. */
+int emu_walk(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
+             emu_walk_result *out, emu_walk_path *path);
+
+/* emu_walk over n accesses: vas and access (borrowed, n each) to out (borrowed, out,
+ * n records).  The walks run in order, so A/D written by one is seen by the next.
+ * EMU_E_INVAL (bad cfg or an access code; out[i].vector is 0xff for a bad code) leaves
+ * memory as it was. */
+int emu_walk_batch(emu_physmem *m, const emu_walk_cfg *cfg, const uint64_t *vas,
+                   const uint8_t *access, size_t n, emu_walk_result *out);
+
+/* ---- build identity ---------------------------------------------------------------- */
+/* Hash of csrc/ baked in at build time (hex, NUL-terminated); _ffi.py compares it with
+ * the sources of a checkout to refuse a stale build. */
+const char *emu_src_hash(void);
+/* Text for an EMU_E_* code; never NULL. */
+const char *emu_strerror(int code);

@@ -1,0 +1,62 @@
+/* Internal: the layout of emu_physmem and the inline frame lookup the walker and the
+ * MMU use on their hot paths.  Not part of the cffi contract. */
+#ifndef EMU_PHYSMEM_IMPL_H
+#define EMU_PHYSMEM_IMPL_H
+#include "emu.h"
+
+#define PM_FRAME_SHIFT 12
+#define PM_FRAME_BYTES 4096u
+#define PM_EMPTY UINT64_MAX /* a free slot in the open-addressing index */
+#define PM_PA_LIMIT (1ull << EMU_PA_BITS_MAX)
+
+/* Open addressing with linear probing, keyed by frame number.  cap is a power of two
+ * and the table is kept at most half full, so probes stay short. */
+struct emu_physmem {
+    uint64_t *keys;  /* frame numbers, PM_EMPTY for free slots */
+    uint8_t **data;  /* 4 KiB zero-initialised frames */
+    size_t cap;
+    size_t count;
+};
+
+static inline size_t pm_slot(uint64_t pfn, size_t cap)
+{
+    /* Fibonacci hashing: consecutive frame numbers spread over the table. */
+    return (size_t)((pfn * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+/* The frame's bytes, or NULL when the frame does not exist (reads as zeros). */
+static inline uint8_t *pm_frame(const emu_physmem *m, uint64_t pfn)
+{
+    size_t i = pm_slot(pfn, m->cap);
+    for (;;) {
+        uint64_t k = m->keys[i];
+        if (k == pfn)
+            return m->data[i];
+        if (k == PM_EMPTY)
+            return NULL;
+        i = (i + 1) & (m->cap - 1);
+    }
+}
+
+/* Reads an aligned u64 that is known to be in range. */
+static inline uint64_t pm_load8(const emu_physmem *m, uint64_t pa)
+{
+    const uint8_t *f = pm_frame(m, pa >> PM_FRAME_SHIFT);
+    if (!f)
+        return 0;
+    uint64_t v;
+    __builtin_memcpy(&v, f + (pa & (PM_FRAME_BYTES - 1)), 8);
+    return v;
+}
+
+/* Stores an aligned u64 into a frame that is known to exist (A/D updates only ever touch
+ * entries that were read non-zero, so their frame exists). */
+static inline void pm_store8_existing(const emu_physmem *m, uint64_t pa, uint64_t v)
+{
+    uint8_t *f = pm_frame(m, pa >> PM_FRAME_SHIFT);
+    EMU_DEBUG_ASSERT(f != NULL);
+    if (f)
+        __builtin_memcpy(f + (pa & (PM_FRAME_BYTES - 1)), &v, 8);
+}
+
+#endif

@@ -1,0 +1,51 @@
+"""mmulab's hardware: physical memory, the x86-64 page walker, TLBs and the MMU.
+
+The compiled core is imported lazily, so ``emu.ref``, ``emu.arch`` and ``emu.paging``
+work without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emu import arch
+from emu.errors import (
+    EmuError,
+    EmuMemoryError,
+    EmuValueError,
+    GeneralProtection,
+    PageFault,
+    StaleBuildError,
+)
+from emu.walkargs import WalkResult
+
+__all__ = [
+    "EmuError",
+    "EmuMemoryError",
+    "EmuValueError",
+    "GeneralProtection",
+    "PageFault",
+    "PhysMem",
+    "StaleBuildError",
+    "WalkResult",
+    "arch",
+    "walk",
+    "walk_batch",
+]
+
+_LAZY = {
+    "PhysMem": ("emu.physmem", "PhysMem"),
+    "walk": ("emu.walk", "walk"),
+    "walk_batch": ("emu.walk", "walk_batch"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'emu' has no attribute {name!r}")
