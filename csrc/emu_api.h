@@ -161,3 +161,175 @@ int emu_walk_batch(emu_physmem *m, const emu_walk_cfg *cfg, const uint64_t *vas,
 const char *emu_src_hash(void);
 /* Text for an EMU_E_* code; never NULL. */
 const char *emu_strerror(int code);
+
+/* ---- TLBs, paging-structure caches and the MMU (csrc/tlb.c, csrc/mmu.c) ----------------
+ * SDM 3A 4.10.  A TLB entry caches a complete valid translation with its combined rights;
+ * rights are checked at use time against the current control state; entries stay (stale)
+ * until invalidated.  See docs/mmu-model.md for every rule the model follows.
+ */
+#define EMU_E_GP -7 /* the operation raises #GP (e.g. INVPCID with a bad type) */
+
+#define EMU_PS_4K 1 /* page-size bits of an array's "sizes" mask */
+#define EMU_PS_2M 2
+#define EMU_PS_1G 4
+
+#define EMU_POL_LRU 0    /* true LRU */
+#define EMU_POL_PLRU 1   /* tree pseudo-LRU (ways a power of two, <= 64) */
+#define EMU_POL_FIFO 2   /* first in, first out */
+#define EMU_POL_RANDOM 3 /* seeded xorshift64* */
+#define EMU_POL_SRRIP 4  /* static RRIP, 2-bit RRPV, insert at 2 */
+
+#define EMU_ROLE_L1I 0 /* first-level instruction TLB */
+#define EMU_ROLE_L1D 1 /* first-level data TLB (loads; stores too without an L1S) */
+#define EMU_ROLE_L1S 2 /* first-level store DTLB */
+#define EMU_ROLE_L2I 3 /* second-level instruction TLB (AMD); else fetches use L2 */
+#define EMU_ROLE_L2 4  /* second-level (shared) TLB: STLB / L2 DTLB */
+#define EMU_MAX_ARRAYS 16
+
+#define EMU_HIT_FAULT 0 /* emu_mmu_result.hit: the access faulted */
+#define EMU_HIT_L1 1
+#define EMU_HIT_L2 2
+#define EMU_HIT_WALK 3
+
+#define EMU_RUN_STOP_ON_FAULT 1 /* emu_mmu_run: stop after the first faulting access */
+#define EMU_RUN_USER 2          /* emu_mmu_run: every access is a user-mode access */
+
+/* One TLB array: which role, which page sizes, geometry and replacement. */
+typedef struct emu_tlb_array_cfg {
+    uint32_t role;   /* EMU_ROLE_* */
+    uint32_t sizes;  /* EMU_PS_* mask */
+    uint32_t sets;   /* power of two; 1 = fully associative */
+    uint32_t ways;
+    uint32_t policy; /* EMU_POL_* */
+    uint32_t reserved0;
+} emu_tlb_array_cfg;
+
+/* A CPU's translation hardware.  Levels index psc_*: EMU_LVL_PD .. EMU_LVL_PML5; a
+ * zero-way PSC is absent.  Latencies in cycles. */
+typedef struct emu_mmu_cfg {
+    emu_tlb_array_cfg arrays[16];
+    uint32_t n_arrays;
+    uint32_t psc_sets[6];
+    uint32_t psc_ways[6];
+    uint32_t pte_cache_sets;  /* model of page-table lines in the data caches */
+    uint32_t pte_cache_ways;  /* 0: every walk reference costs lat_walk_ref */
+    uint32_t lat_l1_hit;      /* cycles charged to every access that hits L1 */
+    uint32_t lat_l2_hit;      /* added on an L1 miss (L2 lookup) */
+    uint32_t lat_walk_ref;    /* per walk memory reference without the line model */
+    uint32_t lat_pte_hit;     /* per walk reference whose line is cached */
+    uint32_t lat_pte_miss;    /* per walk reference whose line is not cached */
+    uint32_t walk_flags;      /* CPU properties: EMU_WF_A_QEMU, EMU_WF_NO_1G, EMU_WF_AMD */
+    uint32_t maxphyaddr;
+    uint32_t reserved0;
+    uint64_t seed;            /* random replacement */
+} emu_mmu_cfg;
+
+/* Control registers the MMU obeys. */
+typedef struct emu_mmu_control {
+    uint64_t cr3;
+    uint32_t cr0_wp;
+    uint32_t cr4_pge;
+    uint32_t cr4_pcide;
+    uint32_t cr4_smep;
+    uint32_t cr4_smap;
+    uint32_t cr4_la57;
+    uint32_t cr4_pke;
+    uint32_t efer_nxe;
+    uint32_t rflags_ac;
+    uint32_t pkru;
+} emu_mmu_control;
+
+/* Outcome of one access. */
+typedef struct emu_mmu_result {
+    uint64_t pa;         /* physical address of the first byte; 0 on a fault */
+    uint32_t page_size;  /* size of the translation used (a fractured piece counts as its
+                            own size); 0 on a fault */
+    uint32_t error_code; /* #PF error code; 0 otherwise */
+    uint8_t vector;      /* EMU_VEC_NONE / GP / PF */
+    uint8_t hit;         /* EMU_HIT_* of the first page */
+    uint8_t crossed;     /* 1: straddled a page boundary; 2: and faulted on the second page */
+    uint8_t reserved0;
+    uint32_t cycles;     /* estimated translation cycles of this access */
+} emu_mmu_result;
+
+/* Counters.  Names in emu/mmu.py follow perf events where one exists. */
+typedef struct emu_mmu_stats {
+    uint64_t loads, stores, fetches;
+    uint64_t load_l1_miss, load_l2_hit, load_walks, load_walk_4k, load_walk_2m, load_walk_1g;
+    uint64_t store_l1_miss, store_l2_hit, store_walks, store_walk_4k, store_walk_2m,
+        store_walk_1g;
+    uint64_t fetch_l1_miss, fetch_l2_hit, fetch_walks, fetch_walk_4k, fetch_walk_2m,
+        fetch_walk_1g;
+    uint64_t walk_refs[6];  /* memory references per level (index EMU_LVL_*) */
+    uint64_t psc_hits[6];   /* walks that started below a PSC hit at this level */
+    uint64_t psc_misses;    /* walks that started at the top */
+    uint64_t pte_cache_hits, pte_cache_misses;
+    uint64_t dirty_walks;   /* write hits on an entry with D=0, sent to the walker */
+    uint64_t page_faults, gp_faults;
+    uint64_t crossings;     /* accesses that straddled a page boundary */
+    uint64_t cycles, walk_cycles;
+    uint64_t invlpg, cr3_writes, invpcid, flushes, entries_flushed;
+} emu_mmu_stats;
+
+/* A cached translation, for validation and debugging. */
+typedef struct emu_tlb_entry_info {
+    uint64_t va;        /* page base (canonical) */
+    uint64_t pa;        /* frame base */
+    uint64_t page_size;
+    uint64_t orig_page_size; /* size of the leaf it was made from */
+    uint16_t pcid;
+    uint8_t array;      /* index into emu_mmu_cfg.arrays */
+    uint8_t rights;     /* bit 0 R/W, bit 1 U/S, bit 2 XD */
+    uint8_t pkey;
+    uint8_t global;
+    uint8_t dirty;
+    uint8_t reserved0;
+} emu_tlb_entry_info;
+
+typedef struct emu_mmu emu_mmu;
+
+/* New MMU over mem (borrowed: the caller keeps mem alive longer than the MMU).  *cfg is
+ * copied.  Returns an owned handle or NULL; *err (out) gets EMU_E_INVAL for a bad
+ * geometry (the index of the bad array in *bad_array, out) or EMU_E_NOMEM. */
+emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *bad_array);
+void emu_mmu_free(emu_mmu *m);
+
+/* Control state.  set_control applies the flushes a change implies (SDM 3A 4.10.4.1):
+ * PGE toggled or PCIDE 1->0: everything; SMEP 0->1: current PCID; LA57 or NXE changed:
+ * everything.  Its cr3 field is ignored (use emu_mmu_write_cr3).  EMU_E_GP for PCIDE 0->1
+ * while CR3[11:0] != 0. */
+int emu_mmu_get_control(const emu_mmu *m, emu_mmu_control *out);
+int emu_mmu_set_control(emu_mmu *m, const emu_mmu_control *c);
+/* MOV to CR3 (SDM 3A 4.10.4.1): bit 63 is the no-flush hint with PCIDE=1, never stored.
+ * EMU_E_GP for reserved bits (or bit 63 without PCIDE). */
+int emu_mmu_write_cr3(emu_mmu *m, uint64_t value);
+/* INVLPG: entries of the page in the current PCID and global ones, every size and every
+ * fractured piece of the leaf, and every PSC entry of the current PCID.  Non-canonical:
+ * no-op. */
+int emu_mmu_invlpg(emu_mmu *m, uint64_t va);
+/* INVPCID types 0-3.  EMU_E_GP for a bad type, PCID, non-canonical type-0 address, or a
+ * nonzero PCID for types 0/1 with PCIDE=0. */
+int emu_mmu_invpcid(emu_mmu *m, uint32_t type, uint64_t pcid, uint64_t va);
+/* Everything (include_global) or every non-global entry of every PCID; PSCs too. */
+int emu_mmu_flush_all(emu_mmu *m, uint32_t include_global);
+
+/* One access (EMU_ACC_* | EMU_ACC_USER...) through the TLBs and the walker. */
+int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
+                      emu_mmu_result *out);
+/* n accesses in order: vas, kinds (EMU_ACC_* kinds 0..2) and sizes (may be NULL: 1 byte)
+ * borrowed; out (borrowed, out, n records; may be NULL for counters only).  flags:
+ * EMU_RUN_*.  *done (out) = accesses processed (all, or up to and including the first
+ * fault with EMU_RUN_STOP_ON_FAULT).  EMU_E_INVAL for a bad kind (nothing done). */
+int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
+                size_t n, uint32_t flags, emu_mmu_result *out, size_t *done);
+
+/* Counters since creation or the last reset. */
+void emu_mmu_get_stats(const emu_mmu *m, emu_mmu_stats *out);
+void emu_mmu_reset_stats(emu_mmu *m);
+/* Valid TLB entries (out, borrowed, cap records); *needed (out) gets the count.
+ * EMU_E_SHORT when cap is too small. */
+int emu_mmu_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_t *needed);
+/* Valid PSC entries as emu_tlb_entry_info: va = the region base, pa = the next table,
+ * page_size = bytes the entry covers, array = the level (EMU_LVL_PD..PML5). */
+int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
+                        size_t *needed);

@@ -141,8 +141,10 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
             path->entry_pa[level - 1] = epa;
             path->read_mask |= (uint8_t)(1u << (level - 1));
         }
-        if (tr)
+        if (tr) {
             tr->read_mask |= (uint8_t)(1u << (level - 1));
+            tr->entry_pa[level] = epa;
+        }
         if (!(e & EMU_PTE_P)) {
             set_fault(out, va, acc_ec, level); /* P=0: reserved bits ignored */
             return;
@@ -200,6 +202,8 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
             nv |= EMU_PTE_D;
         if (nv != v)
             pm_store8_existing(m, entry_pa[l], nv);
+        if (tr && l == level)
+            tr->leaf = nv;
     }
 
     uint64_t size = level_page_size(level);

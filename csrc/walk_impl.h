@@ -36,10 +36,12 @@ typedef struct walk_start {
     unsigned rights;
 } walk_start;
 
-/* Non-leaf entries a walk passed, for paging-structure-cache fills. */
+/* What a walk read, for paging-structure-cache fills and the walk cost model. */
 typedef struct walk_trace {
-    uint64_t table_pa[6]; /* index level: table read at that level */
+    uint64_t entry_pa[6]; /* index level: address of the entry read at that level */
+    uint64_t table_pa[6]; /* index level: next table named by a non-leaf entry */
     unsigned rights[6];   /* rights combined down to and including that level */
+    uint64_t leaf;        /* the leaf entry as it is after the walk's A/D update */
     uint8_t read_mask;    /* bit level-1: the level was read from memory */
 } walk_trace;
 

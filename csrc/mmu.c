@@ -1,0 +1,845 @@
+/* The MMU: TLB hierarchy + paging-structure caches + walker + cost model (SDM 3A 4.10).
+ * docs/mmu-model.md states every rule implemented here. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tlb_impl.h"
+#include "walk_impl.h"
+
+#define NO_ARRAY 0xFF
+#define PTE_LINE_SHIFT 6 /* 64-byte lines hold 8 entries */
+
+/* A remembered genuine L1 hit: repeating the same access to the same 4 KiB page while
+ * nothing in the MMU changed gives the same result and leaves the replacement state as
+ * it is (the entry is already the most recently used of its array). */
+typedef struct l1_memo {
+    uint64_t vpn4k;
+    uint64_t pa4k;
+    uint64_t epoch;
+    uint32_t access;
+    uint32_t page_size;
+} l1_memo;
+
+enum { SLOT_FETCH, SLOT_LOAD, SLOT_STORE, NSLOTS };
+
+struct emu_mmu {
+    emu_physmem *mem;
+    emu_mmu_cfg cfg;
+    tlb_array arr[EMU_MAX_ARRAYS];
+    uint32_t n_arr;
+    tlb_array psc[6];
+    int has_psc[6];
+    tlb_array ptec;
+    int has_ptec;
+    emu_mmu_control ctl;
+    emu_walk_cfg wcfg;
+    uint16_t pcid;
+    emu_mmu_stats st;
+    /* arrays per role, in configuration order */
+    uint8_t role_arr[5][EMU_MAX_ARRAYS];
+    uint8_t role_n[5];
+    uint64_t epoch;
+    l1_memo memo[NSLOTS];
+};
+
+/* ---- construction -------------------------------------------------------------------- */
+
+static void derive_walk_cfg(emu_mmu *m)
+{
+    const emu_mmu_control *c = &m->ctl;
+    uint32_t f = m->cfg.walk_flags & (EMU_WF_A_QEMU | EMU_WF_NO_1G | EMU_WF_AMD);
+    f |= c->cr0_wp ? EMU_WF_WP : 0;
+    f |= c->efer_nxe ? EMU_WF_NXE : 0;
+    f |= c->cr4_smep ? EMU_WF_SMEP : 0;
+    f |= c->cr4_smap ? EMU_WF_SMAP : 0;
+    f |= c->rflags_ac ? EMU_WF_AC : 0;
+    f |= c->cr4_la57 ? EMU_WF_LA57 : 0;
+    f |= c->cr4_pke ? EMU_WF_PKE : 0;
+    m->wcfg.cr3 = c->cr3;
+    m->wcfg.flags = f;
+    m->wcfg.pkru = c->pkru;
+    m->wcfg.maxphyaddr = m->cfg.maxphyaddr;
+    m->wcfg.reserved0 = 0;
+    m->pcid = c->cr4_pcide ? (uint16_t)(c->cr3 & 0xFFF) : 0;
+    m->epoch++;
+}
+
+void emu_mmu_free(emu_mmu *m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->n_arr; i++)
+        tlb_array_destroy(&m->arr[i]);
+    for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++)
+        if (m->has_psc[l])
+            tlb_array_destroy(&m->psc[l]);
+    if (m->has_ptec)
+        tlb_array_destroy(&m->ptec);
+    free(m);
+}
+
+emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *bad_array)
+{
+    *err = EMU_OK;
+    *bad_array = -1;
+    if (cfg->n_arrays > EMU_MAX_ARRAYS || cfg->maxphyaddr < 32 ||
+        cfg->maxphyaddr > EMU_PA_BITS_MAX ||
+        (cfg->walk_flags & ~(uint32_t)(EMU_WF_A_QEMU | EMU_WF_NO_1G | EMU_WF_AMD))) {
+        *err = EMU_E_INVAL;
+        return NULL;
+    }
+    emu_mmu *m = calloc(1, sizeof(*m));
+    if (!m) {
+        *err = EMU_E_NOMEM;
+        return NULL;
+    }
+    m->mem = mem;
+    m->cfg = *cfg;
+    for (uint32_t i = 0; i < cfg->n_arrays; i++) {
+        const emu_tlb_array_cfg *a = &cfg->arrays[i];
+        int rc = EMU_E_INVAL;
+        if (a->role <= EMU_ROLE_L2 && a->sizes && !(a->sizes & ~7u))
+            rc = tlb_array_init(&m->arr[i], a->role, a->sizes, a->sets, a->ways, a->policy,
+                                cfg->seed + 0x100 * (i + 1));
+        if (rc != EMU_OK) {
+            *err = rc;
+            *bad_array = (int)i;
+            emu_mmu_free(m);
+            return NULL;
+        }
+        m->n_arr = i + 1;
+        m->role_arr[a->role][m->role_n[a->role]++] = (uint8_t)i;
+    }
+    for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
+        if (!cfg->psc_ways[l])
+            continue;
+        int rc = tlb_array_init(&m->psc[l], 0, 0, cfg->psc_sets[l], cfg->psc_ways[l],
+                                EMU_POL_LRU, 0);
+        if (rc != EMU_OK) {
+            *err = rc;
+            *bad_array = 100 + l;
+            emu_mmu_free(m);
+            return NULL;
+        }
+        m->has_psc[l] = 1;
+    }
+    if (cfg->pte_cache_ways) {
+        int rc = tlb_array_init(&m->ptec, 0, 0, cfg->pte_cache_sets, cfg->pte_cache_ways,
+                                EMU_POL_LRU, 0);
+        if (rc != EMU_OK) {
+            *err = rc;
+            *bad_array = 200;
+            emu_mmu_free(m);
+            return NULL;
+        }
+        m->has_ptec = 1;
+    }
+    /* Linux-like defaults: paging with WP and NXE on; the rest off. */
+    m->ctl.cr0_wp = 1;
+    m->ctl.efer_nxe = 1;
+    derive_walk_cfg(m);
+    return m;
+}
+
+/* ---- invalidation ---------------------------------------------------------------------- */
+
+static inline uint64_t entry_va(uint64_t tag)
+{
+    unsigned level = (unsigned)(tag & 3u);
+    return (tag >> 2) << (12 + 9 * (level - 1));
+}
+
+/* Kills the entries of array a that cover va and satisfy the PCID filter, fractured pieces
+ * of a covering leaf included.  mode 0: pcid or global; 1: pcid and not global. */
+static void kill_covering(emu_mmu *m, tlb_array *a, uint64_t va, uint16_t pcid, int mode)
+{
+    if (a->nfract == 0) {
+        for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
+            if (!(a->sizes & (1u << (level - 1))))
+                continue;
+            uint64_t tag = tlb_tag(va, level);
+            uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
+            for (uint32_t w = 0; w < a->ways; w++) {
+                size_t i = (size_t)set * a->ways + w;
+                if (a->tags[i] != tag)
+                    continue;
+                int g = (a->e[i].flags & TLB_F_GLOBAL) != 0;
+                int hit = mode ? (a->e[i].pcid == pcid && !g) : (a->e[i].pcid == pcid || g);
+                if (hit) {
+                    tlb_kill(a, set, w);
+                    m->st.entries_flushed++;
+                }
+            }
+        }
+        return;
+    }
+    for (uint32_t set = 0; set < a->sets; set++) {
+        for (uint32_t w = 0; w < a->ways; w++) {
+            size_t i = (size_t)set * a->ways + w;
+            uint64_t tag = a->tags[i];
+            if (!tag)
+                continue;
+            const tlb_entry *e = &a->e[i];
+            unsigned oshift = 12 + 9 * (e->orig_level - 1);
+            if ((entry_va(tag) ^ va) >> oshift)
+                continue;
+            int g = (e->flags & TLB_F_GLOBAL) != 0;
+            int hit = mode ? (e->pcid == pcid && !g) : (e->pcid == pcid || g);
+            if (hit) {
+                tlb_kill(a, set, w);
+                m->st.entries_flushed++;
+            }
+        }
+    }
+}
+
+/* What selects entries in a sweep over whole arrays. */
+enum sweep { SWEEP_ALL, SWEEP_NONGLOBAL, SWEEP_PCID_NONGLOBAL, SWEEP_PCID_ANY };
+
+static int sweep_match(const tlb_entry *e, enum sweep how, uint16_t pcid)
+{
+    int g = (e->flags & TLB_F_GLOBAL) != 0;
+    switch (how) {
+    case SWEEP_ALL:
+        return 1;
+    case SWEEP_NONGLOBAL:
+        return !g;
+    case SWEEP_PCID_NONGLOBAL:
+        return !g && e->pcid == pcid;
+    default:
+        return e->pcid == pcid;
+    }
+}
+
+static void sweep_array(emu_mmu *m, tlb_array *a, enum sweep how, uint16_t pcid, int count)
+{
+    for (uint32_t set = 0; set < a->sets; set++) {
+        for (uint32_t w = 0; w < a->ways; w++) {
+            size_t i = (size_t)set * a->ways + w;
+            if (a->tags[i] && sweep_match(&a->e[i], how, pcid)) {
+                tlb_kill(a, set, w);
+                if (count)
+                    m->st.entries_flushed++;
+            }
+        }
+    }
+}
+
+/* PSC entries never hold global translations: "non-global" sweeps take them all. */
+static void sweep_pscs(emu_mmu *m, enum sweep how, uint16_t pcid)
+{
+    enum sweep p = (how == SWEEP_PCID_NONGLOBAL || how == SWEEP_PCID_ANY) ? SWEEP_PCID_ANY
+                                                                           : SWEEP_ALL;
+    for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++)
+        if (m->has_psc[l])
+            sweep_array(m, &m->psc[l], p, pcid, 0);
+}
+
+static void sweep_all(emu_mmu *m, enum sweep how, uint16_t pcid)
+{
+    for (uint32_t i = 0; i < m->n_arr; i++)
+        sweep_array(m, &m->arr[i], how, pcid, 1);
+    sweep_pscs(m, how, pcid);
+    m->epoch++;
+}
+
+/* A #PF invalidates the TLB entries for the faulting page and the PSC entries that would
+ * be used for its address (SDM 3A 4.10.4.1). */
+static void fault_invalidate(emu_mmu *m, uint64_t va)
+{
+    for (uint32_t i = 0; i < m->n_arr; i++)
+        kill_covering(m, &m->arr[i], va, m->pcid, 0);
+    for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
+        if (!m->has_psc[l])
+            continue;
+        uint32_t set;
+        int w;
+        while ((w = tlb_find(&m->psc[l], va, l, m->pcid, &set)) >= 0)
+            tlb_kill(&m->psc[l], set, (uint32_t)w);
+    }
+    m->epoch++;
+}
+
+/* ---- fills ------------------------------------------------------------------------------ */
+
+/* The leaf a translation came from. */
+typedef struct leaf_info {
+    uint64_t base_pfn; /* frame of the whole leaf page */
+    uint8_t level;     /* leaf level */
+    uint8_t rights, pkey, flags;
+} leaf_info;
+
+/* Installs the translation of va into the arrays of one role list: into the array that
+ * holds the leaf's size, else the largest smaller size one holds (a fractured piece). */
+static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li)
+{
+    int best_arr = -1, best_level = 0;
+    for (uint32_t k = 0; k < m->role_n[role]; k++) {
+        tlb_array *a = &m->arr[m->role_arr[role][k]];
+        for (int level = li->level; level >= EMU_LVL_PT; level--) {
+            if ((a->sizes & (1u << (level - 1))) && level > best_level) {
+                best_level = level;
+                best_arr = m->role_arr[role][k];
+                break;
+            }
+        }
+    }
+    if (best_arr < 0)
+        return;
+    tlb_array *a = &m->arr[best_arr];
+    unsigned oshift = 12 + 9 * (li->level - 1), pshift = 12 + 9 * (best_level - 1);
+    tlb_entry e;
+    e.pfn = li->base_pfn + (((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12));
+    e.pcid = m->pcid;
+    e.level = (uint8_t)best_level;
+    e.orig_level = li->level;
+    e.rights = li->rights;
+    e.pkey = li->pkey;
+    e.flags = li->flags;
+    e.reserved0 = 0;
+    uint32_t set = (uint32_t)(va >> pshift) & a->set_mask;
+    tlb_insert(a, set, tlb_tag(va, best_level), &e);
+    m->epoch++;
+}
+
+static int l1_role(uint32_t kind, const emu_mmu *m)
+{
+    if (kind == EMU_ACC_FETCH)
+        return EMU_ROLE_L1I;
+    if (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S])
+        return EMU_ROLE_L1S;
+    return EMU_ROLE_L1D;
+}
+
+static int l2_role(uint32_t kind, const emu_mmu *m)
+{
+    if (kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I])
+        return EMU_ROLE_L2I;
+    return EMU_ROLE_L2;
+}
+
+/* ---- lookups ----------------------------------------------------------------------------- */
+
+typedef struct hit_ref {
+    tlb_array *a;
+    uint32_t set, way;
+    int level;
+} hit_ref;
+
+/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G. */
+static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h)
+{
+    for (uint32_t k = 0; k < m->role_n[role]; k++) {
+        tlb_array *a = &m->arr[m->role_arr[role][k]];
+        for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
+            if (!(a->sizes & (1u << (level - 1))))
+                continue;
+            uint32_t set;
+            int w = tlb_find(a, va, level, m->pcid, &set);
+            if (w >= 0) {
+                h->a = a;
+                h->set = set;
+                h->way = (uint32_t)w;
+                h->level = level;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static leaf_info leaf_of_entry(const tlb_entry *e, uint64_t va)
+{
+    leaf_info li;
+    unsigned oshift = 12 + 9 * (e->orig_level - 1), pshift = 12 + 9 * (e->level - 1);
+    uint64_t piece_off = ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
+    li.base_pfn = e->pfn - piece_off;
+    li.level = e->orig_level;
+    li.rights = e->rights;
+    li.pkey = e->pkey;
+    li.flags = e->flags;
+    return li;
+}
+
+/* ---- the walk with PSCs and the cost model ---------------------------------------------- */
+
+static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
+{
+    if (!m->has_ptec)
+        return m->cfg.lat_walk_ref;
+    tlb_array *c = &m->ptec;
+    uint64_t line = entry_pa >> PTE_LINE_SHIFT;
+    uint64_t tag = (line << 2) | 1u;
+    uint32_t set = (uint32_t)line & c->set_mask;
+    const uint64_t *t = c->tags + (size_t)set * c->ways;
+    for (uint32_t w = 0; w < c->ways; w++) {
+        if (t[w] == tag) {
+            tlb_touch(c, set, w);
+            m->st.pte_cache_hits++;
+            return m->cfg.lat_pte_hit;
+        }
+    }
+    tlb_entry e;
+    memset(&e, 0, sizeof(e));
+    e.level = e.orig_level = 1;
+    tlb_insert(c, set, tag, &e);
+    m->st.pte_cache_misses++;
+    return m->cfg.lat_pte_miss;
+}
+
+/* Walks va (PSCs first), fills PSCs and the TLBs of the access's side.  Returns 1 and
+ * sets *li on success; on a fault fills out and invalidates the page. */
+static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr,
+                   leaf_info *li, uint32_t *cycles)
+{
+    walk_start start = walk_top(&m->wcfg);
+    int top = start.level;
+    int hit_level = 0;
+    for (int l = EMU_LVL_PD; l <= top; l++) {
+        if (!m->has_psc[l])
+            continue;
+        uint32_t set;
+        int w = tlb_find(&m->psc[l], va, l, m->pcid, &set);
+        if (w >= 0) {
+            const tlb_entry *e = &m->psc[l].e[(size_t)set * m->psc[l].ways + (uint32_t)w];
+            start.table_pa = e->pfn << 12;
+            start.level = l - 1;
+            start.rights = e->rights;
+            tlb_touch(&m->psc[l], set, (uint32_t)w);
+            hit_level = l;
+            break;
+        }
+    }
+    if (hit_level)
+        m->st.psc_hits[hit_level]++;
+    else
+        m->st.psc_misses++;
+
+    walk_trace tr;
+    memset(&tr, 0, sizeof(tr));
+    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr);
+    uint32_t wc = 0;
+    for (int l = start.level; l >= EMU_LVL_PT; l--) {
+        if (!(tr.read_mask & (1u << (l - 1))))
+            break;
+        m->st.walk_refs[l]++;
+        wc += ref_cost(m, tr.entry_pa[l]);
+    }
+    m->st.walk_cycles += wc;
+    *cycles += wc;
+    if (wr->vector != EMU_VEC_NONE) {
+        m->st.page_faults++;
+        fault_invalidate(m, va);
+        return 0;
+    }
+    /* PSC entries for every non-leaf entry read (all have A=1 now: SDM 3A 4.10.3.1) */
+    for (int l = start.level; l > wr->level; l--) {
+        if (!m->has_psc[l])
+            continue;
+        tlb_entry e;
+        memset(&e, 0, sizeof(e));
+        e.pfn = tr.table_pa[l] >> 12;
+        e.pcid = m->pcid;
+        e.level = e.orig_level = (uint8_t)l;
+        e.rights = (uint8_t)tr.rights[l];
+        uint32_t set = (uint32_t)(va >> (12 + 9 * (l - 1))) & m->psc[l].set_mask;
+        tlb_insert(&m->psc[l], set, tlb_tag(va, l), &e);
+    }
+    li->base_pfn = (wr->pa & ~(wr->page_size - 1)) >> 12;
+    li->level = wr->level;
+    li->rights = wr->rights;
+    li->pkey = wr->pkey;
+    li->flags = (uint8_t)(((tr.leaf & EMU_PTE_G) && m->ctl.cr4_pge ? TLB_F_GLOBAL : 0) |
+                          ((tr.leaf & EMU_PTE_D) ? TLB_F_DIRTY : 0));
+    m->epoch++;
+    return 1;
+}
+
+/* ---- one page --------------------------------------------------------------------------- */
+
+static void set_pf(emu_mmu_result *r, uint32_t ec)
+{
+    r->pa = 0;
+    r->page_size = 0;
+    r->error_code = ec;
+    r->vector = EMU_VEC_PF;
+    r->hit = EMU_HIT_FAULT;
+}
+
+static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
+{
+    emu_mmu_stats *s = &m->st;
+    if (kind == EMU_ACC_FETCH) {
+        s->fetch_walk_4k += level == EMU_LVL_PT;
+        s->fetch_walk_2m += level == EMU_LVL_PD;
+        s->fetch_walk_1g += level == EMU_LVL_PDPT;
+    } else if (kind == EMU_ACC_WRITE) {
+        s->store_walk_4k += level == EMU_LVL_PT;
+        s->store_walk_2m += level == EMU_LVL_PD;
+        s->store_walk_1g += level == EMU_LVL_PDPT;
+    } else {
+        s->load_walk_4k += level == EMU_LVL_PT;
+        s->load_walk_2m += level == EMU_LVL_PD;
+        s->load_walk_1g += level == EMU_LVL_PDPT;
+    }
+}
+
+/* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
+ * hit) and adds to *cycles. */
+static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
+                  uint32_t *cycles)
+{
+    const uint32_t kind = access & EMU_ACC_KIND_MASK;
+    const int role1 = l1_role(kind, m);
+    const int slot = role1 == EMU_ROLE_L1I ? SLOT_FETCH
+                     : role1 == EMU_ROLE_L1S ? SLOT_STORE
+                                             : SLOT_LOAD;
+    if (kind == EMU_ACC_FETCH)
+        m->st.fetches++;
+    else if (kind == EMU_ACC_WRITE)
+        m->st.stores++;
+    else
+        m->st.loads++;
+
+    l1_memo *mo = &m->memo[slot];
+    if (mo->epoch == m->epoch && mo->vpn4k == va >> 12 && mo->access == access) {
+        r->pa = mo->pa4k | (va & 0xFFF);
+        r->page_size = mo->page_size;
+        r->error_code = 0;
+        r->vector = EMU_VEC_NONE;
+        r->hit = EMU_HIT_L1;
+        *cycles += m->cfg.lat_l1_hit;
+        return;
+    }
+    if (!va_canonical(va, m->ctl.cr4_la57 != 0)) {
+        m->st.gp_faults++;
+        memset(r, 0, sizeof(*r));
+        r->vector = EMU_VEC_GP;
+        return;
+    }
+    *cycles += m->cfg.lat_l1_hit;
+    const uint32_t acc_ec = walk_access_ec(&m->wcfg, access);
+    hit_ref h;
+    int hit = EMU_HIT_L1;
+    int found = lookup_role(m, role1, va, &h);
+    if (!found) {
+        if (kind == EMU_ACC_FETCH)
+            m->st.fetch_l1_miss++;
+        else if (kind == EMU_ACC_WRITE)
+            m->st.store_l1_miss++;
+        else
+            m->st.load_l1_miss++;
+        *cycles += m->cfg.lat_l2_hit;
+        hit = EMU_HIT_L2;
+        found = lookup_role(m, l2_role(kind, m), va, &h);
+    }
+    if (found) {
+        tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
+        uint32_t deny = walk_check_rights(&m->wcfg, access, e->rights, e->pkey);
+        if (deny) { /* refused by the cached rights: a #PF, which drops the entries */
+            m->st.page_faults++;
+            fault_invalidate(m, va);
+            set_pf(r, acc_ec | deny);
+            return;
+        }
+        if (kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY)) {
+            /* D=0 in the entry: the processor goes to the walker to set D (4.8) */
+            m->st.dirty_walks++;
+            emu_walk_result wr;
+            leaf_info li;
+            if (!do_walk(m, va, access, &wr, &li, cycles)) {
+                set_pf(r, wr.error_code);
+                return;
+            }
+            if (hit == EMU_HIT_L2)
+                fill_role(m, l2_role(kind, m), va, &li);
+            fill_role(m, role1, va, &li);
+            r->pa = wr.pa;
+            r->page_size = (uint32_t)wr.page_size;
+        } else {
+            tlb_touch(h.a, h.set, h.way);
+            unsigned pshift = 12 + 9 * (h.level - 1);
+            r->pa = (e->pfn << 12) | (va & ((1ull << pshift) - 1));
+            r->page_size = 1u << pshift;
+            if (hit == EMU_HIT_L2) {
+                m->st.fetch_l2_hit += kind == EMU_ACC_FETCH;
+                m->st.store_l2_hit += kind == EMU_ACC_WRITE;
+                m->st.load_l2_hit += kind == EMU_ACC_READ;
+                leaf_info li = leaf_of_entry(e, va);
+                fill_role(m, role1, va, &li);
+            } else {
+                mo->vpn4k = va >> 12;
+                mo->pa4k = r->pa & ~0xFFFull;
+                mo->epoch = m->epoch;
+                mo->access = access;
+                mo->page_size = r->page_size;
+            }
+        }
+        r->error_code = 0;
+        r->vector = EMU_VEC_NONE;
+        r->hit = (uint8_t)hit;
+        return;
+    }
+
+    /* L2 miss: a walk */
+    if (kind == EMU_ACC_FETCH)
+        m->st.fetch_walks++;
+    else if (kind == EMU_ACC_WRITE)
+        m->st.store_walks++;
+    else
+        m->st.load_walks++;
+    emu_walk_result wr;
+    leaf_info li;
+    if (!do_walk(m, va, access, &wr, &li, cycles)) {
+        set_pf(r, wr.error_code);
+        return;
+    }
+    count_walk_done(m, kind, wr.level);
+    fill_role(m, l2_role(kind, m), va, &li);
+    fill_role(m, role1, va, &li);
+    r->pa = wr.pa;
+    r->page_size = (uint32_t)wr.page_size;
+    r->error_code = 0;
+    r->vector = EMU_VEC_NONE;
+    r->hit = EMU_HIT_WALK;
+}
+
+/* One access, both pages when it straddles a boundary. */
+static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
+                       emu_mmu_result *r)
+{
+    uint32_t cycles = 0;
+    xlate(m, va, access, r, &cycles);
+    r->crossed = 0;
+    r->reserved0 = 0;
+    if (size > 1 && (va & 0xFFF) + size > 4096) {
+        m->st.crossings++;
+        r->crossed = 1;
+        if (r->vector == EMU_VEC_NONE) { /* a fault on the first page ends the access */
+            emu_mmu_result r2;
+            uint64_t va2 = (va | 0xFFF) + 1; /* wraps to 0 past 2^64, as the CPU's would */
+            xlate(m, va2, access, &r2, &cycles);
+            if (r2.vector != EMU_VEC_NONE) {
+                r->pa = 0;
+                r->page_size = 0;
+                r->error_code = r2.error_code;
+                r->vector = r2.vector;
+                r->hit = EMU_HIT_FAULT;
+                r->crossed = 2;
+            }
+        }
+    }
+    r->cycles = cycles;
+    m->st.cycles += cycles;
+}
+
+static int access_ok(uint32_t access)
+{
+    return (access & EMU_ACC_KIND_MASK) != 3 &&
+           !(access & ~(uint32_t)(EMU_ACC_KIND_MASK | EMU_ACC_USER | EMU_ACC_IMPLICIT));
+}
+
+int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
+                      emu_mmu_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!access_ok(access))
+        return EMU_E_INVAL;
+    access_one(m, va, access, size, out);
+    return EMU_OK;
+}
+
+int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
+                size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
+{
+    *done = 0;
+    if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
+        return EMU_E_INVAL;
+    for (size_t i = 0; i < n; i++)
+        if (kinds[i] > EMU_ACC_FETCH)
+            return EMU_E_INVAL;
+    const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
+    emu_mmu_result scratch;
+    for (size_t i = 0; i < n; i++) {
+        emu_mmu_result *r = out ? &out[i] : &scratch;
+        access_one(m, vas[i], kinds[i] | user, sizes ? sizes[i] : 1, r);
+        if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
+            *done = i + 1;
+            return EMU_OK;
+        }
+    }
+    *done = n;
+    return EMU_OK;
+}
+
+/* ---- control ------------------------------------------------------------------------------- */
+
+int emu_mmu_get_control(const emu_mmu *m, emu_mmu_control *out)
+{
+    *out = m->ctl;
+    return EMU_OK;
+}
+
+int emu_mmu_set_control(emu_mmu *m, const emu_mmu_control *c)
+{
+    if ((c->cr0_wp | c->cr4_pge | c->cr4_pcide | c->cr4_smep | c->cr4_smap | c->cr4_la57 |
+         c->cr4_pke | c->efer_nxe | c->rflags_ac) > 1)
+        return EMU_E_INVAL;
+    emu_mmu_control old = m->ctl;
+    if (!old.cr4_pcide && c->cr4_pcide && (old.cr3 & 0xFFF))
+        return EMU_E_GP; /* PCIDE can be set only while CR3[11:0] = 0 */
+    emu_mmu_control nw = *c;
+    nw.cr3 = old.cr3;
+    m->ctl = nw;
+    derive_walk_cfg(m);
+    if (old.cr4_pge != nw.cr4_pge || (old.cr4_pcide && !nw.cr4_pcide) ||
+        old.cr4_la57 != nw.cr4_la57 || old.efer_nxe != nw.efer_nxe) {
+        m->st.flushes++;
+        sweep_all(m, SWEEP_ALL, 0);
+    } else if (!old.cr4_smep && nw.cr4_smep) {
+        m->st.flushes++;
+        sweep_all(m, SWEEP_PCID_ANY, m->pcid);
+    }
+    return EMU_OK;
+}
+
+int emu_mmu_write_cr3(emu_mmu *m, uint64_t value)
+{
+    int noflush = 0;
+    if (value >> 63) {
+        if (!m->ctl.cr4_pcide)
+            return EMU_E_GP;
+        noflush = 1;
+        value &= ~(1ull << 63);
+    }
+    if (value >> m->cfg.maxphyaddr)
+        return EMU_E_GP;
+    m->ctl.cr3 = value;
+    derive_walk_cfg(m);
+    m->st.cr3_writes++;
+    if (!noflush)
+        sweep_all(m, SWEEP_PCID_NONGLOBAL, m->pcid);
+    return EMU_OK;
+}
+
+int emu_mmu_invlpg(emu_mmu *m, uint64_t va)
+{
+    m->st.invlpg++;
+    if (!va_canonical(va, m->ctl.cr4_la57 != 0))
+        return EMU_OK;
+    for (uint32_t i = 0; i < m->n_arr; i++)
+        kill_covering(m, &m->arr[i], va, m->pcid, 0);
+    sweep_pscs(m, SWEEP_PCID_ANY, m->pcid);
+    m->epoch++;
+    return EMU_OK;
+}
+
+int emu_mmu_invpcid(emu_mmu *m, uint32_t type, uint64_t pcid, uint64_t va)
+{
+    if (type > 3 || pcid > 0xFFF)
+        return EMU_E_GP;
+    if (!m->ctl.cr4_pcide && type <= 1 && pcid != 0)
+        return EMU_E_GP;
+    if (type == 0 && !va_canonical(va, m->ctl.cr4_la57 != 0))
+        return EMU_E_GP;
+    m->st.invpcid++;
+    switch (type) {
+    case 0:
+        for (uint32_t i = 0; i < m->n_arr; i++)
+            kill_covering(m, &m->arr[i], va, (uint16_t)pcid, 1);
+        sweep_pscs(m, SWEEP_PCID_ANY, (uint16_t)pcid);
+        m->epoch++;
+        break;
+    case 1:
+        sweep_all(m, SWEEP_PCID_NONGLOBAL, (uint16_t)pcid);
+        break;
+    case 2:
+        sweep_all(m, SWEEP_ALL, 0);
+        break;
+    default:
+        sweep_all(m, SWEEP_NONGLOBAL, 0);
+        break;
+    }
+    return EMU_OK;
+}
+
+int emu_mmu_flush_all(emu_mmu *m, uint32_t include_global)
+{
+    m->st.flushes++;
+    sweep_all(m, include_global ? SWEEP_ALL : SWEEP_NONGLOBAL, 0);
+    return EMU_OK;
+}
+
+/* ---- introspection ------------------------------------------------------------------------- */
+
+void emu_mmu_get_stats(const emu_mmu *m, emu_mmu_stats *out)
+{
+    *out = m->st;
+}
+
+void emu_mmu_reset_stats(emu_mmu *m)
+{
+    memset(&m->st, 0, sizeof(m->st));
+}
+
+static void info_of(const tlb_array *a, size_t i, uint8_t index, emu_tlb_entry_info *o)
+{
+    const tlb_entry *e = &a->e[i];
+    memset(o, 0, sizeof(*o));
+    o->va = entry_va(a->tags[i]);
+    o->pa = e->pfn << 12;
+    o->page_size = 1ull << (12 + 9 * (e->level - 1));
+    o->orig_page_size = 1ull << (12 + 9 * (e->orig_level - 1));
+    o->pcid = e->pcid;
+    o->array = index;
+    o->rights = e->rights;
+    o->pkey = e->pkey;
+    o->global = (e->flags & TLB_F_GLOBAL) != 0;
+    o->dirty = (e->flags & TLB_F_DIRTY) != 0;
+}
+
+int emu_mmu_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_t *needed)
+{
+    size_t k = 0;
+    for (uint32_t a = 0; a < m->n_arr; a++) {
+        const tlb_array *t = &m->arr[a];
+        for (size_t i = 0; i < (size_t)t->sets * t->ways; i++) {
+            if (!t->tags[i])
+                continue;
+            if (k < cap)
+                info_of(t, i, (uint8_t)a, &out[k]);
+            k++;
+        }
+    }
+    *needed = k;
+    return k > cap ? EMU_E_SHORT : EMU_OK;
+}
+
+int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
+                        size_t *needed)
+{
+    size_t k = 0;
+    for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
+        if (!m->has_psc[l])
+            continue;
+        const tlb_array *t = &m->psc[l];
+        for (size_t i = 0; i < (size_t)t->sets * t->ways; i++) {
+            if (!t->tags[i])
+                continue;
+            if (k < cap) {
+                emu_tlb_entry_info *o = &out[k];
+                memset(o, 0, sizeof(*o));
+                o->va = (t->tags[i] >> 2) << (12 + 9 * (l - 1));
+                o->pa = t->e[i].pfn << 12;
+                o->page_size = 1ull << (12 + 9 * (l - 1));
+                o->orig_page_size = o->page_size;
+                o->pcid = t->e[i].pcid;
+                o->array = (uint8_t)l;
+                o->rights = t->e[i].rights;
+            }
+            k++;
+        }
+    }
+    *needed = k;
+    return k > cap ? EMU_E_SHORT : EMU_OK;
+}

@@ -1,0 +1,77 @@
+/* Internal: one set-associative translation array (a TLB level for some page sizes, or a
+ * paging-structure cache) and its replacement policies.  Not part of the cffi contract. */
+#ifndef EMU_TLB_IMPL_H
+#define EMU_TLB_IMPL_H
+#include "emu.h"
+
+#define TLB_F_GLOBAL 0x1
+#define TLB_F_DIRTY 0x2
+
+/* One cached translation.  The tag (in tlb_array.tags) is vpn << 2 | level, where vpn is
+ * the full canonical VA shifted right by the page shift: no VA bit is masked away. */
+typedef struct tlb_entry {
+    uint64_t pfn;       /* frame of this entry's page, in 4 KiB units */
+    uint16_t pcid;
+    uint8_t level;      /* page size held: EMU_LVL_PT 4K, PD 2M, PDPT 1G */
+    uint8_t orig_level; /* size of the leaf it came from; > level for a fractured piece */
+    uint8_t rights;     /* RIGHT_RW | RIGHT_US | RIGHT_XD, combined over all levels */
+    uint8_t pkey;
+    uint8_t flags;      /* TLB_F_* */
+    uint8_t reserved0;
+} tlb_entry;
+
+typedef struct tlb_array {
+    uint32_t sets, ways, policy, sizes, role;
+    uint32_t set_mask;
+    uint64_t *tags;     /* sets*ways; 0 = invalid */
+    tlb_entry *e;       /* sets*ways */
+    uint64_t *stamp;    /* LRU: last-use time per way */
+    uint8_t *rrpv;      /* SRRIP: re-reference prediction value per way */
+    uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
+    uint32_t *fifo;     /* FIFO: next way to replace per set */
+    uint32_t *nvalid;   /* valid ways per set */
+    uint64_t clock;     /* LRU time */
+    uint64_t rng;       /* xorshift64* state for the random policy */
+    uint32_t nfract;    /* valid entries with orig_level > level */
+} tlb_array;
+
+static inline uint64_t tlb_tag(uint64_t va, int level)
+{
+    return ((va >> (12 + 9 * (level - 1))) << 2) | (uint64_t)level;
+}
+
+int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, uint32_t ways,
+                   uint32_t policy, uint64_t seed);
+void tlb_array_destroy(tlb_array *a);
+
+/* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
+ * or -1.  Does not touch replacement state. */
+static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
+                           uint32_t *set_out)
+{
+    uint64_t tag = tlb_tag(va, level);
+    uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
+    const uint64_t *t = a->tags + (size_t)set * a->ways;
+    *set_out = set;
+    for (uint32_t w = 0; w < a->ways; w++) {
+        if (t[w] == tag) {
+            const tlb_entry *e = &a->e[(size_t)set * a->ways + w];
+            if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                return (int)w;
+        }
+    }
+    return -1;
+}
+
+/* Marks (set, way) most recently used under the array's policy. */
+void tlb_touch(tlb_array *a, uint32_t set, uint32_t way);
+
+/* Installs an entry for tag into set, replacing an existing entry with the same tag and
+ * PCID (or global) in place (as a hit), else the lowest invalid way, else the policy's
+ * victim.  Returns the way used. */
+uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
+
+/* Invalidates (set, way). */
+void tlb_kill(tlb_array *a, uint32_t set, uint32_t way);
+
+#endif
