@@ -65,8 +65,8 @@ uint32_t walk_access_ec(const emu_walk_cfg *cfg, uint32_t access)
     uint32_t ec = 0;
     if (kind == EMU_ACC_WRITE)
         ec |= EMU_PF_W;
-    if (access & EMU_ACC_USER)
-        ec |= EMU_PF_U;
+    if ((access & EMU_ACC_USER) && !(access & EMU_ACC_IMPLICIT))
+        ec |= EMU_PF_U; /* implicit accesses are supervisor accesses even at CPL 3 */
     /* I/D is reported only with NXE or SMEP (SDM 3A 4.7) */
     if (kind == EMU_ACC_FETCH && (cfg->flags & (EMU_WF_NXE | EMU_WF_SMEP)))
         ec |= EMU_PF_I;
@@ -77,7 +77,8 @@ uint32_t walk_check_rights(const emu_walk_cfg *cfg, uint32_t access, unsigned ri
                            unsigned pkey)
 {
     uint32_t kind = access & EMU_ACC_KIND_MASK;
-    int user = (access & EMU_ACC_USER) != 0;
+    /* An implicit access (GDT, IDT, ...) is a supervisor access even at CPL 3 (4.6) */
+    int user = (access & EMU_ACC_USER) && !(access & EMU_ACC_IMPLICIT);
     int rw = (rights & RIGHT_RW) != 0;
     int user_addr = (rights & RIGHT_US) != 0;
     int xd = (rights & RIGHT_XD) != 0;

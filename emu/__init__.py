@@ -20,6 +20,9 @@ from emu.errors import (
 from emu.walkargs import WalkResult
 
 __all__ = [
+    "MMU",
+    "CPUSet",
+    "TLBConfig",
     "EmuError",
     "EmuMemoryError",
     "EmuValueError",
@@ -33,7 +36,11 @@ __all__ = [
     "walk_batch",
 ]
 
-_LAZY = {
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "MMU": ("emu.mmu", "MMU"),
+    "CPUSet": ("emu.smp", "CPUSet"),
+    "TLBConfig": ("emu.cpus", "TLBConfig"),
+    "cpus": ("emu.cpus", None),
     "PhysMem": ("emu.physmem", "PhysMem"),
     "walk": ("emu.walk", "walk"),
     "walk_batch": ("emu.walk", "walk_batch"),
@@ -45,7 +52,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        mod = importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'emu' has no attribute {name!r}")

@@ -61,7 +61,8 @@ def rights_fault(cfg: WalkConfig, acc: int, rw: bool, us: bool, xd: bool,
                  pkey: int) -> int:
     """0 if allowed, else the P (and PK) bits of the #PF error code."""
     kind = acc & arch.ACC_KIND_MASK
-    user = bool(acc & arch.ACC_USER)
+    # an implicit access is a supervisor access even at CPL 3 (SDM 3A 4.6)
+    user = bool(acc & arch.ACC_USER) and not acc & arch.ACC_IMPLICIT
     write = kind == arch.ACC_WRITE
     fetch = kind == arch.ACC_FETCH
     wp = bool(cfg.flags & arch.WF_WP)
@@ -91,7 +92,7 @@ def translate(mem: Memory, cfg: WalkConfig, va: int, acc: int) -> WalkResult:
     ec = 0
     if kind == arch.ACC_WRITE:
         ec |= arch.PF_W
-    if acc & arch.ACC_USER:
+    if acc & arch.ACC_USER and not acc & arch.ACC_IMPLICIT:
         ec |= arch.PF_U
     if kind == arch.ACC_FETCH and cfg.flags & (arch.WF_NXE | arch.WF_SMEP):
         ec |= arch.PF_I
