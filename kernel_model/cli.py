@@ -1,0 +1,113 @@
+"""The ``mmulab`` command (also ``python -m kernel_model``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from emu.errors import EmuError
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help_text: str,
+            args: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+    """Register a subcommand."""
+
+    def deco(fn: Handler) -> Handler:
+        _COMMANDS[name] = (help_text, args, fn)
+        return fn
+
+    return deco
+
+
+def machine_args(p: argparse.ArgumentParser) -> None:
+    """Options that describe the machine to boot."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ram", help="RAM size for a PC-like layout, e.g. 16G (default)")
+    src.add_argument("--e820", "--memmap", dest="memmap", metavar="FILE",
+                     help="a /sys/firmware/memmap dump")
+    src.add_argument("--dmesg", metavar="FILE", help="a boot log with BIOS-e820 lines")
+    src.add_argument("--iomem", metavar="FILE", help="a /proc/iomem copy")
+    p.add_argument("--no-gbpages", action="store_true", help="no 1G direct-map pages")
+    p.add_argument("--la57", action="store_true", help="5-level paging")
+    p.add_argument("--pti", action="store_true", help="page-table isolation (no G)")
+    p.add_argument("--kaslr-seed", type=int, default=None, help="randomise the layout")
+    p.add_argument("--debug-pagealloc", action="store_true", help="4K direct map")
+    p.add_argument("--cpu", default="skylake", help="CPU preset (emu.cpus)")
+    p.add_argument("--ncpus", type=int, default=2, help="modelled CPUs")
+
+
+def boot_machine(a: argparse.Namespace):  # type: ignore[no-untyped-def]  # noqa: ANN201
+    """Boot a Machine from parsed machine_args."""
+    from kernel_model.machine import Machine
+
+    return Machine(
+        ram=a.ram, memmap=a.memmap, dmesg=a.dmesg, iomem=a.iomem,
+        gbpages=not a.no_gbpages, la57=a.la57, pti=a.pti, kaslr_seed=a.kaslr_seed,
+        debug_pagealloc=a.debug_pagealloc, cpu=a.cpu, ncpus=a.ncpus,
+    )
+
+
+@command("boot", "boot a modelled machine; print the boot summary and meminfo lines",
+         machine_args)
+def _boot(a: argparse.Namespace) -> int:
+    m = boot_machine(a)
+    sys.stdout.write(m.boot_summary())
+    sys.stdout.write(m.meminfo())
+    sys.stdout.write(m.vmstat())
+    return 0
+
+
+def _ptdump_args(p: argparse.ArgumentParser) -> None:
+    machine_args(p)
+    p.add_argument("--section", help='only this marker\'s section, e.g. "Low Kernel Mapping"')
+
+
+@command("ptdump", "print /sys/kernel/debug/page_tables/kernel of the modelled machine",
+         _ptdump_args)
+def _ptdump(a: argparse.Namespace) -> int:
+    m = boot_machine(a)
+    sys.stdout.write(m.ptdump(a.section))
+    return 0
+
+
+@command("meminfo", "print the DirectMap lines of /proc/meminfo after boot", machine_args)
+def _meminfo(a: argparse.Namespace) -> int:
+    m = boot_machine(a)
+    sys.stdout.write(m.meminfo())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    p = argparse.ArgumentParser(
+        prog="mmulab",
+        description="x86-64 address-translation laboratory: TLB/MMU models and a "
+                    "model of Linux's direct map",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_text, args, _) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        args(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mmulab`` console script."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    try:
+        return _COMMANDS[a.command][2](a)
+    except EmuError as exc:
+        print(f"mmulab {a.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # pragma: no cover - `mmulab ptdump | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
