@@ -23,6 +23,7 @@ from kernel_model.page_alloc import GFP_KERNEL, PageAllocator
 from kernel_model.pgtable import PMD_SIZE, Lookup, PageTables
 from kernel_model.ptdump import check_wx, ptdump
 from kernel_model.set_memory import CPA, KernelSymbols, SetMemoryAPI
+from kernel_model.vmalloc import Vmalloc
 
 #: sizeof(pglist_data) as the captured machine's dmesg shows it ("NODE_DATA(0)
 #: allocated [mem 0x63ffd5500-0x63fffffff]"): 0x2ab00 bytes
@@ -177,6 +178,7 @@ class Machine(SetMemoryAPI):
             mmu.write_cr3(self.pt.pgd)
         self.cpa = CPA(self, merge=self.config.merge,
                        flush_ceiling=self.config.flush_ceiling)
+        self.vmalloc = Vmalloc(self)
         if self.config.rodata:
             self.finish_boot()
 
