@@ -81,6 +81,45 @@ def _meminfo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    from kernel_model import scenario as sc
+
+    w, ev = sc.Workload(), sc.Events()
+    p.add_argument("--ram", default="16G", help="RAM of the modelled machine (16G)")
+    p.add_argument("--cpu", default="skylake", help="CPU preset (skylake)")
+    p.add_argument("--accesses", type=int, default=w.accesses, help="stream length")
+    p.add_argument("--hot-pages", type=int, default=w.hot_pages, help="hot-set pages")
+    p.add_argument("--modules", type=int, default=ev.modules, help="module loads")
+    p.add_argument("--bpf", type=int, default=ev.bpf_progs, help="BPF programs")
+    p.add_argument("--secretmem", type=int, default=ev.secretmem_pages,
+                   help="secretmem pages")
+    p.add_argument("--policies", default=",".join(sc.POLICIES),
+                   help="comma-separated: " + ", ".join(sc.POLICIES))
+    p.add_argument("--seed", type=int, default=w.seed, help="RNG seed")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+@command("compare", "the main job: translation cost of the direct map, pristine vs "
+         "fragmented by consumers vs mitigated", _compare_args)
+def _compare(a: argparse.Namespace) -> int:
+    import json
+
+    from kernel_model import scenario as sc
+
+    policies = tuple(p.strip() for p in a.policies.split(",") if p.strip())
+    bad = [p for p in policies if p not in sc.POLICIES]
+    if bad:
+        raise EmuError(f"unknown policies {bad}; choose from {', '.join(sc.POLICIES)}")
+    ev = sc.Events(modules=a.modules, bpf_progs=a.bpf, secretmem_pages=a.secretmem)
+    w = sc.Workload(accesses=a.accesses, hot_pages=a.hot_pages, seed=a.seed)
+    results = sc.compare(a.ram, a.cpu, ev, w, policies)
+    sys.stdout.write(sc.format_table(results, a.ram, a.cpu, ev, w))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(sc.results_json(results, a.ram, a.cpu, ev, w), f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     p = argparse.ArgumentParser(

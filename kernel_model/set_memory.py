@@ -166,7 +166,7 @@ class CPA:
                 return
             self._warned_once.add(once_key)
         self.warnings.append(msg)
-        log.warning("%s", msg)
+        log.debug("%s", msg)  # the list is the record; callers decide what to show
 
     # ---- address helpers -------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class VmArea:
         pages: backing page frames, one per 4K page.
         huge: mapped with 2M leaves.
         prot: the leaf protection it was mapped with.
+        owned: the pages were allocated by vmalloc (freed by vfree); False for vmap.
     """
 
     addr: int
@@ -42,6 +43,7 @@ class VmArea:
     pages: list[int]
     huge: bool
     prot: int
+    owned: bool = True
 
     @property
     def npages(self) -> int:
@@ -115,6 +117,31 @@ class Vmalloc:
         self.areas[addr] = area
         return area
 
+    def vmap(self, pages: list[int], *, module: bool = False,
+             prot: int | None = None) -> VmArea:
+        """vmap(): map existing page frames (owned by the caller) contiguously.
+
+        Raises:
+            EmuValueError: no pages.
+            EmuMemoryError: no virtual room or no page for a table.
+        """
+        if not pages:
+            raise EmuValueError("vmap needs at least one page")
+        lay = self.m.layout
+        size = len(pages) * PAGE_SIZE
+        start, end = ((lay.modules_vaddr, lay.modules_end) if module
+                      else (lay.vmalloc_start, lay.vmalloc_end + 1))
+        addr = self._find_gap(start, end, size, PAGE_SIZE)
+        area = VmArea(addr, size, list(pages), False,
+                      self.m.page_kernel if prot is None else prot, owned=False)
+        try:
+            self._map(area)
+        except EmuMemoryError:
+            self._unmap(area)
+            raise
+        self.areas[addr] = area
+        return area
+
     def _map(self, area: VmArea) -> None:
         t = self.m.pt
         if area.huge:
@@ -160,6 +187,8 @@ class Vmalloc:
                                            for i in range(npages)]
                               if npages <= self.m.config.flush_ceiling
                               else mmu.flush_all(True))
+        if not area.owned:  # vunmap(): the pages stay the caller's
+            return
         order = 9 if area.huge else 0
         for i in range(0, len(area.pages), 1 << order):
             self.m.page_alloc.free_pages(area.pages[i], order)
