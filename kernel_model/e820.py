@@ -191,8 +191,10 @@ def parse_size(size: int | str) -> int:
         return size
     m = _SIZE_RE.fullmatch(size)
     if m is None:
-        raise EmuValueError(f"size {size!r}: expected a number with an optional unit "
-                            "K, M, G, T, P or E (e.g. '16G')")
+        raise EmuValueError(
+            f"size {size!r}: expected a number with an optional unit "
+            "K, M, G, T, P or E (e.g. '16G')"
+        )
     return int(m.group("num"), 0) << _SIZE_UNITS[m.group("unit").upper()]
 
 
@@ -232,7 +234,8 @@ class E820Entry:
         if not 0 <= self.start <= self.end <= _ADDR_LIMIT:
             raise EmuValueError(
                 f"E820 entry [{self.start:#x}, {self.end:#x}): need "
-                "0 <= start <= end <= 2**64")
+                "0 <= start <= end <= 2**64"
+            )
         if not 0 < self.type < 1 << 32:
             raise EmuValueError(f"E820 entry type {self.type}: must be 1..2**32-1")
 
@@ -320,28 +323,50 @@ def _line_error(source: str, lineno: int, line: str, what: str) -> EmuValueError
 # (or "BIOS-e801"/"BIOS-88" without an E820 BIOS), "extended", "modified", "user"
 # or older kernels' "reserve setup_data".  (Old kernels' "e820: [mem ...] available
 # for PCI devices" is not a table line and is ignored.)
-_WHO = (r"(?P<who>BIOS-e820|BIOS-e801|BIOS-88|extended|modified|user"
-        r"|reserve setup_data)")
+_WHO = (
+    r"(?P<who>BIOS-e820|BIOS-e801|BIOS-88|extended|modified|user"
+    r"|reserve setup_data)"
+)
 _HEX = r"0[xX][0-9a-fA-F]+"
 _TABLE_HINT = re.compile(r"(?<![\w-])" + _WHO + r": \[(?:mem|gap)\b")
 _TABLE_LINE = re.compile(
-    r"(?<![\w-])" + _WHO + r": \[mem (?P<start>" + _HEX + r")-(?P<last>" + _HEX
-    + r")\]\s*(?:\d+(?:\.\d)?\s+[KMGT]B\s+)?(?P<type>\S.*?)\s*$")
+    r"(?<![\w-])"
+    + _WHO
+    + r": \[mem (?P<start>"
+    + _HEX
+    + r")-(?P<last>"
+    + _HEX
+    + r")\]\s*(?:\d+(?:\.\d)?\s+[KMGT]B\s+)?(?P<type>\S.*?)\s*$"
+)
 _GAP_LINE = re.compile(r"(?<![\w-])" + _WHO + r": \[gap " + _HEX + "-" + _HEX + r"\]")
 _UPDATE_HINT = re.compile(r"\be820: update \[")
 _UPDATE_LINE = re.compile(
-    r"\be820: update \[mem (?P<start>" + _HEX + r")-(?P<last>" + _HEX
-    + r")\]\s*(?P<old>\S.*?)\s*==>\s*(?P<new>\S.*?)\s*$")
+    r"\be820: update \[mem (?P<start>"
+    + _HEX
+    + r")-(?P<last>"
+    + _HEX
+    + r")\]\s*(?P<old>\S.*?)\s*==>\s*(?P<new>\S.*?)\s*$"
+)
 _REMOVE_HINT = re.compile(r"\be820: remove \[")
 _REMOVE_LINE = re.compile(
-    r"\be820: remove \[mem (?P<start>" + _HEX + r")-(?P<last>" + _HEX
-    + r")\]\s*(?P<old>.*?)\s*$")
+    r"\be820: remove \[mem (?P<start>"
+    + _HEX
+    + r")-(?P<last>"
+    + _HEX
+    + r")\]\s*(?P<old>.*?)\s*$"
+)
 _KEXEC_ONLY = re.compile(r"\bupdate e820_table_kexec\b")
 
-_IOMEM_LINE = re.compile(r"(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<last>[0-9a-fA-F]+)"
-                         r" : (?P<name>.*)")
-_KERNEL_PARTS = {"Kernel code": "code", "Kernel rodata": "rodata",
-                 "Kernel data": "data", "Kernel bss": "bss"}
+_IOMEM_LINE = re.compile(
+    r"(?P<indent> *)(?P<start>[0-9a-fA-F]+)-(?P<last>[0-9a-fA-F]+)"
+    r" : (?P<name>.*)"
+)
+_KERNEL_PARTS = {
+    "Kernel code": "code",
+    "Kernel rodata": "rodata",
+    "Kernel data": "data",
+    "Kernel bss": "bss",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,10 +394,15 @@ class KernelImage:
 
     def parts(self) -> list[tuple[str, PhysRange]]:
         """The listed parts in address order, as (name, range) pairs."""
-        named = [("code", self.code), ("rodata", self.rodata), ("data", self.data),
-                 ("bss", self.bss)]
-        return sorted(((n, r) for n, r in named if r is not None),
-                      key=lambda item: item[1].start)
+        named = [
+            ("code", self.code),
+            ("rodata", self.rodata),
+            ("data", self.data),
+            ("bss", self.bss),
+        ]
+        return sorted(
+            ((n, r) for n, r in named if r is not None), key=lambda item: item[1].start
+        )
 
     @property
     def start(self) -> int:
@@ -403,8 +433,9 @@ class E820Table(Sequence[E820Entry]):
 
     __slots__ = ("_entries",)
 
-    def __init__(self,
-                 entries: Iterable[E820Entry | tuple[int, int, int]] = ()) -> None:
+    def __init__(
+        self, entries: Iterable[E820Entry | tuple[int, int, int]] = ()
+    ) -> None:
         items = [e if isinstance(e, E820Entry) else E820Entry(*e) for e in entries]
         self._entries: tuple[E820Entry, ...] = tuple(e820__update_table(items))
 
@@ -432,8 +463,9 @@ class E820Table(Sequence[E820Entry]):
         return hash(self._entries)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"({e.start:#x}, {e.end:#x}, {e.type_name!r})"
-                          for e in self._entries)
+        inner = ", ".join(
+            f"({e.start:#x}, {e.end:#x}, {e.type_name!r})" for e in self._entries
+        )
         return f"E820Table([{inner}])"
 
     @property
@@ -475,7 +507,8 @@ class E820Table(Sequence[E820Entry]):
         if ram < 2 * _SZ_1M or ram % PAGE_SIZE:
             raise EmuValueError(
                 f"RAM size {size!r} ({ram} bytes): need a multiple of 4 KiB, at least"
-                " 2 MiB")
+                " 2 MiB"
+            )
         high = ram - _PCI_HOLE_START if ram > _PCI_HOLE_START else 0
         if _SZ_4G + high > 1 << 52:
             raise EmuValueError(f"RAM size {size!r}: above the 52-bit physical limit")
@@ -551,8 +584,9 @@ class E820Table(Sequence[E820Entry]):
                 start, end = _dmesg_range(m, lineno, line)
                 e820_type = _dmesg_type(m.group("type"))
                 if e820_type is None:
-                    raise _line_error("dmesg", lineno, line,
-                                      f"unknown E820 type {m.group('type')!r}")
+                    raise _line_error(
+                        "dmesg", lineno, line, f"unknown E820 type {m.group('type')!r}"
+                    )
                 if m.group("who") != group_who:
                     close_group()
                     group_who = m.group("who")
@@ -574,8 +608,9 @@ class E820Table(Sequence[E820Entry]):
                 if old is None or new is None:
                     raise _line_error("dmesg", lineno, line, "unknown E820 type")
                 if table is None:
-                    raise _line_error("dmesg", lineno, line,
-                                      "e820 update before any BIOS-e820 table")
+                    raise _line_error(
+                        "dmesg", lineno, line, "e820 update before any BIOS-e820 table"
+                    )
                 before_update = table
                 table = table.range_update(start, end - start, old, new)
                 continue
@@ -588,11 +623,13 @@ class E820Table(Sequence[E820Entry]):
                 old_text = m.group("old")
                 old_type = _dmesg_type(old_text) if old_text else None
                 if old_text and old_type is None:
-                    raise _line_error("dmesg", lineno, line,
-                                      f"unknown E820 type {old_text!r}")
+                    raise _line_error(
+                        "dmesg", lineno, line, f"unknown E820 type {old_text!r}"
+                    )
                 if table is None:
-                    raise _line_error("dmesg", lineno, line,
-                                      "e820 remove before any BIOS-e820 table")
+                    raise _line_error(
+                        "dmesg", lineno, line, "e820 remove before any BIOS-e820 table"
+                    )
                 before_update = None
                 table = table.range_remove(start, end - start, old_type)
                 continue
@@ -652,8 +689,10 @@ class E820Table(Sequence[E820Entry]):
         for name in sorted(names, key=int):
             entry_dir = root / name
             try:
-                fields = [(entry_dir / f).read_text().strip()
-                          for f in ("start", "end", "type")]
+                fields = [
+                    (entry_dir / f).read_text().strip()
+                    for f in ("start", "end", "type")
+                ]
             except OSError as exc:
                 raise EmuValueError(f"{entry_dir}: {exc}") from None
             entries.append(_memmap_entry(fields, str(entry_dir)))
@@ -693,8 +732,9 @@ class E820Table(Sequence[E820Entry]):
                 continue
             m = _IOMEM_LINE.fullmatch(line.rstrip("\n"))
             if m is None:
-                raise _line_error("/proc/iomem", lineno, line,
-                                  "expected '<start>-<end> : <name>'")
+                raise _line_error(
+                    "/proc/iomem", lineno, line, "expected '<start>-<end> : <name>'"
+                )
             start = int(m.group("start"), 16)
             last = int(m.group("last"), 16)
             nlines += 1
@@ -708,8 +748,10 @@ class E820Table(Sequence[E820Entry]):
             elif name in _KERNEL_PARTS:
                 parts[_KERNEL_PARTS[name]] = PhysRange(start, last + 1)
         if nlines and all_zero:
-            raise EmuValueError("/proc/iomem: every address is 0: the file must be read"
-                                " as root (CAP_SYS_ADMIN) to show addresses")
+            raise EmuValueError(
+                "/proc/iomem: every address is 0: the file must be read"
+                " as root (CAP_SYS_ADMIN) to show addresses"
+            )
         if not entries:
             raise EmuValueError("/proc/iomem: no 'System RAM' or other E820 lines")
         kernel = KernelImage(**parts) if parts else None
@@ -731,8 +773,9 @@ class E820Table(Sequence[E820Entry]):
         end = min(start + size, _ADDR_LIMIT)
         return E820Table([*self._entries, E820Entry(start, end, e820_type)])
 
-    def range_update(self, start: int, size: int, old_type: int,
-                     new_type: int) -> E820Table:
+    def range_update(
+        self, start: int, size: int, old_type: int, new_type: int
+    ) -> E820Table:
         """Models e820__range_update() then e820__update_table() (Linux 7.0).
 
         The parts of ``old_type`` entries inside ``[start, start + size)`` become
@@ -752,8 +795,12 @@ class E820Table(Sequence[E820Entry]):
         end = min(start + size, _ADDR_LIMIT)
         out: list[E820Entry] = []
         for e in self._entries:
-            if e.type != old_type or e.end <= start or e.start >= end or \
-                    old_type == new_type:
+            if (
+                e.type != old_type
+                or e.end <= start
+                or e.start >= end
+                or old_type == new_type
+            ):
                 out.append(e)
                 continue
             lo, hi = max(e.start, start), min(e.end, end)
@@ -764,8 +811,9 @@ class E820Table(Sequence[E820Entry]):
                 out.append(E820Entry(hi, e.end, e.type))
         return E820Table(out)
 
-    def range_remove(self, start: int, size: int,
-                     filter_type: int | None = None) -> E820Table:
+    def range_remove(
+        self, start: int, size: int, filter_type: int | None = None
+    ) -> E820Table:
         """Models e820__range_remove() then e820__update_table() (Linux 7.0).
 
         Args:
@@ -780,8 +828,11 @@ class E820Table(Sequence[E820Entry]):
         end = min(start + size, _ADDR_LIMIT)
         out: list[E820Entry] = []
         for e in self._entries:
-            if (filter_type is not None and e.type != filter_type) or \
-                    e.end <= start or e.start >= end:
+            if (
+                (filter_type is not None and e.type != filter_type)
+                or e.end <= start
+                or e.start >= end
+            ):
                 out.append(e)
                 continue
             if e.start < start:
@@ -800,8 +851,9 @@ class E820Table(Sequence[E820Entry]):
         Returns:
             The new table.
         """
-        return self.range_update(0, PAGE_SIZE, E820Type.RAM, E820Type.RESERVED) \
-            .range_remove(BIOS_BEGIN, BIOS_END - BIOS_BEGIN, E820Type.RAM)
+        return self.range_update(
+            0, PAGE_SIZE, E820Type.RAM, E820Type.RESERVED
+        ).range_remove(BIOS_BEGIN, BIOS_END - BIOS_BEGIN, E820Type.RAM)
 
     # --- queries ---------------------------------------------------------------------
 
@@ -811,8 +863,9 @@ class E820Table(Sequence[E820Entry]):
         Returns:
             Half-open byte ranges.
         """
-        return [PhysRange(e.start, e.end) for e in self._entries
-                if e.type == E820Type.RAM]
+        return [
+            PhysRange(e.start, e.end) for e in self._entries if e.type == E820Type.RAM
+        ]
 
     def total_ram_bytes(self) -> int:
         """Total bytes of "usable" RAM, byte-exact.
@@ -912,8 +965,12 @@ class E820Table(Sequence[E820Entry]):
         Returns:
             True if an entry of that type overlaps ``[start, end)``.
         """
-        return any((e820_type is None or e.type == e820_type)
-                   and e.start < end and e.end > start for e in self._entries)
+        return any(
+            (e820_type is None or e.type == e820_type)
+            and e.start < end
+            and e.end > start
+            for e in self._entries
+        )
 
     def mapped_all(self, start: int, end: int, e820_type: int) -> bool:
         """Models e820__mapped_all() (arch/x86/kernel/e820.c, Linux 7.0).
@@ -962,8 +1019,9 @@ class E820Table(Sequence[E820Entry]):
         Returns:
             One ``0x<start> 0x<last> <type string>`` line per entry.
         """
-        return "".join(f"{e.start:#x} {e.last:#x} {e.resource_name}\n"
-                       for e in self._entries)
+        return "".join(
+            f"{e.start:#x} {e.last:#x} {e.resource_name}\n" for e in self._entries
+        )
 
 
 def _dmesg_range(m: re.Match[str], lineno: int, line: str) -> tuple[int, int]:
@@ -993,8 +1051,9 @@ def _memmap_text_entries(text: str) -> list[E820Entry]:
             continue
         fields = stripped.split(None, 2)
         if len(fields) != 3:
-            raise _line_error("firmware memmap", lineno, line,
-                              "expected '<start> <end> <type>'")
+            raise _line_error(
+                "firmware memmap", lineno, line, "expected '<start> <end> <type>'"
+            )
         try:
             entries.append(_memmap_entry(fields, f"firmware memmap line {lineno}"))
         except EmuValueError as exc:

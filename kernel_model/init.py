@@ -77,7 +77,7 @@ class Layout:
         return 1 << 63
 
     def markers(self) -> list[tuple[int, str]]:
-        """ptdump's address markers in Linux's order (arch/x86/mm/dump_pagetables.c)."""
+        """Ptdump's address markers in Linux's order (arch/x86/mm/dump_pagetables.c)."""
         return [
             (0, "User Space"),
             (self.kernel_space, "Kernel Space"),
@@ -93,19 +93,26 @@ class Layout:
         ]
 
 
-def make_layout(la57: bool = False, kaslr_seed: int | None = None,
-                ram_bytes: int = 0) -> Layout:
+def make_layout(
+    la57: bool = False, kaslr_seed: int | None = None, ram_bytes: int = 0
+) -> Layout:
     """Models the constants of page_64_types.h / pgtable_64_types.h and, with a seed,
     kernel_randomize_memory() (arch/x86/mm/kaslr.c, 7.0): the direct map, vmalloc and
     vmemmap bases move by random multiples of 1 GiB (PUD_SIZE) inside their region.
     """
     if la57:
-        page_offset, vmalloc, vmemmap = (0xFF11000000000000, 0xFFA0000000000000,
-                                         0xFFD4000000000000)
+        page_offset, vmalloc, vmemmap = (
+            0xFF11000000000000,
+            0xFFA0000000000000,
+            0xFFD4000000000000,
+        )
         vmalloc_size = 12800 << 40
     else:
-        page_offset, vmalloc, vmemmap = (0xFFFF888000000000, 0xFFFFC90000000000,
-                                         0xFFFFEA0000000000)
+        page_offset, vmalloc, vmemmap = (
+            0xFFFF888000000000,
+            0xFFFFC90000000000,
+            0xFFFFEA0000000000,
+        )
         vmalloc_size = 32 << 40
     image_size = 512 << 20
     if kaslr_seed is not None:
@@ -214,10 +221,17 @@ class DirectMapBuilder:
         reserved: memblock reservations that the first top-down window avoids.
     """
 
-    def __init__(self, tables: PageTables, e820: E820Table, layout: Layout, prot: int,
-                 gbpages: bool = True, debug_pagealloc: bool = False,
-                 bottom_up: bool = False,
-                 reserved: list[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        tables: PageTables,
+        e820: E820Table,
+        layout: Layout,
+        prot: int,
+        gbpages: bool = True,
+        debug_pagealloc: bool = False,
+        bottom_up: bool = False,
+        reserved: list[tuple[int, int]] | None = None,
+    ) -> None:
         self.t = tables
         self.e820 = e820
         self.layout = layout
@@ -301,7 +315,10 @@ class DirectMapBuilder:
         # merge neighbours with equal masks
         i = 0
         while i < len(mr) - 1:
-            if mr[i].end == mr[i + 1].start and mr[i].page_size_mask == mr[i + 1].page_size_mask:
+            if (
+                mr[i].end == mr[i + 1].start
+                and mr[i].page_size_mask == mr[i + 1].page_size_mask
+            ):
                 mr[i + 1].start = mr[i].start
                 del mr[i]
             else:
@@ -310,7 +327,8 @@ class DirectMapBuilder:
 
     def adjust_range_page_size_mask(self, mr: list[MapRange]) -> None:
         """adjust_range_page_size_mask(): widen a range's mask when its whole enclosing
-        2M (1G) region is memblock memory."""
+        2M (1G) region is memblock memory.
+        """
         mask = self.state.page_size_mask
         for r in mr:
             if mask & _bit(PG_LEVEL_2M) and not r.page_size_mask & _bit(PG_LEVEL_2M):
@@ -328,8 +346,13 @@ class DirectMapBuilder:
         """init_memory_mapping(start, end, PAGE_KERNEL): returns the end mapped."""
         ret = 0
         for r in self.split_mem_range(start, end):
-            size = ("1G" if r.page_size_mask & _bit(PG_LEVEL_1G)
-                    else "2M" if r.page_size_mask & _bit(PG_LEVEL_2M) else "4k")
+            size = (
+                "1G"
+                if r.page_size_mask & _bit(PG_LEVEL_1G)
+                else "2M"
+                if r.page_size_mask & _bit(PG_LEVEL_2M)
+                else "4k"
+            )
             self.state.ranges.append((r.start, r.end, size))
             ret = self.kernel_physical_mapping_init(r.start, r.end, r.page_size_mask)
         self.add_pfn_range_mapped(start >> PAGE_SHIFT, ret >> PAGE_SHIFT)
@@ -363,7 +386,8 @@ class DirectMapBuilder:
 
     def top_free_pmd_block(self, map_start: int, map_end: int) -> int:
         """memblock_phys_alloc_range(PMD_SIZE, PMD_SIZE, start, end) top-down: the
-        highest 2M-aligned block of free RAM (RAM minus reservations)."""
+        highest 2M-aligned block of free RAM (RAM minus reservations).
+        """
         for s, e in reversed(self.memory):
             hi = min(e, map_end) // PMD_SIZE * PMD_SIZE
             while hi - PMD_SIZE >= max(s, map_start):
@@ -375,7 +399,8 @@ class DirectMapBuilder:
 
     def memory_map_top_down(self, map_start: int, map_end: int) -> None:
         """memory_map_top_down(): windows from the top, the step growing 2M -> 512M ->
-        128G -> ... as mapped RAM reaches it; the part above the first block last."""
+        128G -> ... as mapped RAM reaches it; the part above the first block last.
+        """
         addr = self.top_free_pmd_block(map_start, map_end)
         real_end = addr + PMD_SIZE
         step = PMD_SIZE
@@ -429,10 +454,12 @@ class DirectMapBuilder:
         """update_page_count(): add to direct_pages_count[level]."""
         self.state.direct_pages_count[level] += pages
 
-    def kernel_physical_mapping_init(self, paddr_start: int, paddr_end: int,
-                                     page_size_mask: int) -> int:
+    def kernel_physical_mapping_init(
+        self, paddr_start: int, paddr_end: int, page_size_mask: int
+    ) -> int:
         """__kernel_physical_mapping_init(): per top-level slot, allocate the P4D/PUD
-        table when the slot is empty, then fill it."""
+        table when the slot is empty, then fill it.
+        """
         t = self.t
         po = self.layout.page_offset
         vaddr = po + paddr_start
@@ -451,9 +478,13 @@ class DirectMapBuilder:
                 table = t.alloc_table()
                 new = True
             if top == pt.PG_LEVEL_256T:
-                paddr_last = self.phys_p4d_init(table, vaddr - po, paddr_end, page_size_mask)
+                paddr_last = self.phys_p4d_init(
+                    table, vaddr - po, paddr_end, page_size_mask
+                )
             else:
-                paddr_last = self.phys_pud_init(table, vaddr - po, paddr_end, page_size_mask)
+                paddr_last = self.phys_pud_init(
+                    table, vaddr - po, paddr_end, page_size_mask
+                )
             if new:
                 t.write(t.pgd, idx, table | pt._PAGE_TABLE)
             vaddr = vaddr_next
@@ -472,7 +503,9 @@ class DirectMapBuilder:
             paddr = vaddr - po
             e = t.read(table, i)
             if e:
-                paddr_last = self.phys_pud_init(e & pt.PTE_PFN_MASK, paddr, paddr_end, mask)
+                paddr_last = self.phys_pud_init(
+                    e & pt.PTE_PFN_MASK, paddr, paddr_end, mask
+                )
             else:
                 pud = t.alloc_table()
                 paddr_last = self.phys_pud_init(pud, paddr, paddr_end, mask)
@@ -484,13 +517,21 @@ class DirectMapBuilder:
         """phys_pud_init(): 1G leaves where allowed, else PMD tables."""
         return self._phys_large_init(table, paddr, paddr_end, mask, PG_LEVEL_1G)
 
-    def phys_pmd_init(self, table: int, paddr: int, paddr_end: int, mask: int,
-                      prot: int) -> int:
+    def phys_pmd_init(
+        self, table: int, paddr: int, paddr_end: int, mask: int, prot: int
+    ) -> int:
         """phys_pmd_init(): 2M leaves where allowed, else PTE tables."""
         return self._phys_large_init(table, paddr, paddr_end, mask, PG_LEVEL_2M, prot)
 
-    def _phys_large_init(self, table: int, paddr: int, paddr_end: int, mask: int,
-                         level: int, prot: int | None = None) -> int:
+    def _phys_large_init(
+        self,
+        table: int,
+        paddr: int,
+        paddr_end: int,
+        mask: int,
+        level: int,
+        prot: int | None = None,
+    ) -> int:
         t = self.t
         po = self.layout.page_offset
         size = pt.page_level_size(level)
@@ -511,14 +552,18 @@ class DirectMapBuilder:
             new_prot = base_prot
             if e:
                 if not e & pt._PAGE_PSE:
-                    t.write_table(table, entries, int(np.count_nonzero(entries != before)))
+                    t.write_table(
+                        table, entries, int(np.count_nonzero(entries != before))
+                    )
                     before = entries.copy()
                     if level == PG_LEVEL_1G:
-                        paddr_last = self.phys_pmd_init(e & pt.PTE_PFN_MASK, paddr,
-                                                        paddr_end, mask, base_prot)
+                        paddr_last = self.phys_pmd_init(
+                            e & pt.PTE_PFN_MASK, paddr, paddr_end, mask, base_prot
+                        )
                     else:
-                        paddr_last = self.phys_pte_init(e & pt.PTE_PFN_MASK, paddr,
-                                                        paddr_end, base_prot)
+                        paddr_last = self.phys_pte_init(
+                            e & pt.PTE_PFN_MASK, paddr, paddr_end, base_prot
+                        )
                     entries = t.read_table(table)
                     before = entries.copy()
                     paddr, i = paddr_next, i + 1

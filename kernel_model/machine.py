@@ -68,11 +68,14 @@ class BootConfig:
     flush_ceiling: int = 33
 
 
-def load_e820(*, ram: int | str | None = None, e820: E820Table | None = None,
-              dmesg: str | os.PathLike[str] | None = None,
-              iomem: str | os.PathLike[str] | None = None,
-              memmap: str | os.PathLike[str] | None = None,
-              ) -> tuple[E820Table, KernelImage | None]:
+def load_e820(
+    *,
+    ram: int | str | None = None,
+    e820: E820Table | None = None,
+    dmesg: str | os.PathLike[str] | None = None,
+    iomem: str | os.PathLike[str] | None = None,
+    memmap: str | os.PathLike[str] | None = None,
+) -> tuple[E820Table, KernelImage | None]:
     """Pick the physical layout from exactly one source.
 
     Raises:
@@ -124,21 +127,29 @@ class Machine(SetMemoryAPI):
         system_state: "booting" or "running" (split events count only when running).
     """
 
-    def __init__(self, ram: int | str | None = None, e820: E820Table | None = None, *,
-                 dmesg: str | os.PathLike[str] | None = None,
-                 iomem: str | os.PathLike[str] | None = None,
-                 memmap: str | os.PathLike[str] | None = None,
-                 kernel_image: KernelImage | None = None,
-                 init_range: tuple[int, int] | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        ram: int | str | None = None,
+        e820: E820Table | None = None,
+        *,
+        dmesg: str | os.PathLike[str] | None = None,
+        iomem: str | os.PathLike[str] | None = None,
+        memmap: str | os.PathLike[str] | None = None,
+        kernel_image: KernelImage | None = None,
+        init_range: tuple[int, int] | None = None,
+        **config: Any,
+    ) -> None:
         self.config = BootConfig(**config)
-        self.e820, image = load_e820(ram=ram, e820=e820, dmesg=dmesg, iomem=iomem,
-                                     memmap=memmap)
+        self.e820, image = load_e820(
+            ram=ram, e820=e820, dmesg=dmesg, iomem=iomem, memmap=memmap
+        )
         self.image = kernel_image or image or DEFAULT_KERNEL_IMAGE
         if self.image.code is None:
             raise EmuValueError("the kernel image needs at least its code range")
         ram_bytes = self.e820.total_ram_bytes()
-        self.layout: Layout = make_layout(self.config.la57, self.config.kaslr_seed,
-                                          ram_bytes)
+        self.layout: Layout = make_layout(
+            self.config.la57, self.config.kaslr_seed, ram_bytes
+        )
         img_lo = self.image.start // PMD_SIZE * PMD_SIZE
         img_hi = -(-self.image.end // PMD_SIZE) * PMD_SIZE
         if not self.e820.mapped_all(self.image.start, self.image.end, 1):
@@ -147,19 +158,29 @@ class Machine(SetMemoryAPI):
             )
         self.page_alloc = PageAllocator(
             self.e820,
-            reserved=[(self.image.start >> 12, -(-self.image.end // 4096)
-                       - (self.image.start >> 12), "kernel image")],
+            reserved=[
+                (
+                    self.image.start >> 12,
+                    -(-self.image.end // 4096) - (self.image.start >> 12),
+                    "kernel image",
+                )
+            ],
         )
         self.mem = emu.PhysMem()
-        self.pt = PageTables(self.mem, self._alloc_table, self._free_table,
-                             la57=self.config.la57)
+        self.pt = PageTables(
+            self.mem, self._alloc_table, self._free_table, la57=self.config.la57
+        )
         self.system_state = SYSTEM_BOOTING
         self.vm_events = dict.fromkeys(VMSTAT_NAMES, 0)
 
         self.page_kernel = pt.PAGE_KERNEL & ~(pt._PAGE_GLOBAL if self.config.pti else 0)
         builder = DirectMapBuilder(
-            self.pt, self.e820, self.layout, self.page_kernel,
-            gbpages=self.config.gbpages, debug_pagealloc=self.config.debug_pagealloc,
+            self.pt,
+            self.e820,
+            self.layout,
+            self.page_kernel,
+            gbpages=self.config.gbpages,
+            debug_pagealloc=self.config.debug_pagealloc,
             reserved=[(0, 0x100000), (img_lo, img_hi)],
         )
         self.direct = builder.init_mem_mapping()
@@ -176,8 +197,9 @@ class Machine(SetMemoryAPI):
             mmu.cr4_la57 = self.config.la57
             mmu.cr4_pge = True
             mmu.write_cr3(self.pt.pgd)
-        self.cpa = CPA(self, merge=self.config.merge,
-                       flush_ceiling=self.config.flush_ceiling)
+        self.cpa = CPA(
+            self, merge=self.config.merge, flush_ceiling=self.config.flush_ceiling
+        )
         self.vmalloc = Vmalloc(self)
         if self.config.rodata:
             self.finish_boot()
@@ -188,11 +210,16 @@ class Machine(SetMemoryAPI):
         img = self.image
         assert img.code is not None
         hv = self.highmap_va
-        rodata = img.rodata or PhysRange(-(-img.code.end // PMD_SIZE) * PMD_SIZE,
-                                         -(-img.code.end // PMD_SIZE) * PMD_SIZE)
-        data = img.data or PhysRange(-(-rodata.end // PMD_SIZE) * PMD_SIZE,
-                                     -(-rodata.end // PMD_SIZE) * PMD_SIZE)
-        bss = img.bss or PhysRange(-(-data.end // 4096) * 4096, -(-data.end // 4096) * 4096)
+        rodata = img.rodata or PhysRange(
+            -(-img.code.end // PMD_SIZE) * PMD_SIZE,
+            -(-img.code.end // PMD_SIZE) * PMD_SIZE,
+        )
+        data = img.data or PhysRange(
+            -(-rodata.end // PMD_SIZE) * PMD_SIZE, -(-rodata.end // PMD_SIZE) * PMD_SIZE
+        )
+        bss = img.bss or PhysRange(
+            -(-data.end // 4096) * 4096, -(-data.end // 4096) * 4096
+        )
         if init_range is None:
             if img == DEFAULT_KERNEL_IMAGE:
                 init_range = DEFAULT_INIT_RANGE
@@ -200,17 +227,25 @@ class Machine(SetMemoryAPI):
                 init_range = (-(-data.end // 4096) * 4096, bss.start)
         brk_end = -(-bss.end // 4096) * 4096
         return KernelSymbols(
-            text=hv(img.code.start), etext=hv(img.code.end),
-            start_rodata=hv(rodata.start), end_rodata=hv(rodata.end),
-            sdata=hv(data.start), edata=hv(data.end),
-            init_begin=hv(init_range[0]), init_end=hv(init_range[1]),
-            bss_start=hv(bss.start), bss_stop=hv(bss.end), brk_end=hv(brk_end),
-            phys_base=self.phys_base, start_kernel_map=self.layout.start_kernel_map,
+            text=hv(img.code.start),
+            etext=hv(img.code.end),
+            start_rodata=hv(rodata.start),
+            end_rodata=hv(rodata.end),
+            sdata=hv(data.start),
+            edata=hv(data.end),
+            init_begin=hv(init_range[0]),
+            init_end=hv(init_range[1]),
+            bss_start=hv(bss.start),
+            bss_stop=hv(bss.end),
+            brk_end=hv(brk_end),
+            phys_base=self.phys_base,
+            start_kernel_map=self.layout.start_kernel_map,
         )
 
     def free_init_pages(self, what: str, begin: int, end: int) -> None:
         """free_init_pages() (arch/x86/mm/init.c): NX + RW on the range, then give the
-        pages back to the buddy allocator (debug_pagealloc: unmap instead)."""
+        pages back to the buddy allocator (debug_pagealloc: unmap instead).
+        """
         begin = -(-begin // 4096) * 4096
         end &= ~0xFFF
         if begin >= end:
@@ -226,7 +261,8 @@ class Machine(SetMemoryAPI):
 
     def free_kernel_image_pages(self, what: str, begin: int, end: int) -> None:
         """free_kernel_image_pages(): free_init_pages, and with PTI unmap the freed
-        range from the high map (set_memory_np_noalias)."""
+        range from the high map (set_memory_np_noalias).
+        """
         self.free_init_pages(what, begin, end)
         if self.config.pti:
             self.set_memory_np_noalias(begin, (end - begin) >> 12)
@@ -234,7 +270,8 @@ class Machine(SetMemoryAPI):
     def mark_rodata_ro(self) -> None:
         """mark_rodata_ro() (arch/x86/mm/init_64.c): text+rodata RO through the high
         map (its alias reaches the direct map), NX from the text end to the 2M-rounded
-        brk end, then the text/rodata and rodata/data gaps freed."""
+        brk end, then the text/rodata and rodata/data gaps freed.
+        """
         s = self.sym
         start = s.text & ~0xFFF
         rodata_start = -(-s.start_rodata // 4096) * 4096
@@ -242,20 +279,24 @@ class Machine(SetMemoryAPI):
         text_end = -(-s.etext // 4096) * 4096
         rodata_end = -(-s.end_rodata // 4096) * 4096
         self.dmesg.append(
-            f"Write protecting the kernel read-only data: {(end - start) >> 10}k")
+            f"Write protecting the kernel read-only data: {(end - start) >> 10}k"
+        )
         self.set_memory_ro(start, (end - start) >> 12)
         self.cpa.kernel_set_to_readonly = True
         all_end = -(-s.brk_end // PMD_SIZE) * PMD_SIZE
         self.set_memory_nx(text_end, (all_end - text_end) >> 12)
-        self.free_kernel_image_pages("unused kernel image (text/rodata gap)", text_end,
-                                     rodata_start)
-        self.free_kernel_image_pages("unused kernel image (rodata/data gap)", rodata_end,
-                                     s.sdata)
+        self.free_kernel_image_pages(
+            "unused kernel image (text/rodata gap)", text_end, rodata_start
+        )
+        self.free_kernel_image_pages(
+            "unused kernel image (rodata/data gap)", rodata_end, s.sdata
+        )
 
     def kfence_init(self) -> None:
         """kfence_alloc_pool_and_metadata() + arch_kfence_init_pool() (mm/kfence,
         arch/x86/include/asm/kfence.h): a 2 MiB pool below the top of RAM (under the
-        node data memblock gave out first), every page of it forced to 4K."""
+        node data memblock gave out first), every page of it forced to 4K.
+        """
         top = max(r.end for r in self.e820.ram_ranges()) & ~0xFFF
         end = (top - NODE_DATA_BYTES) & ~0xFFF
         start = end - KFENCE_POOL_SIZE
@@ -272,13 +313,15 @@ class Machine(SetMemoryAPI):
 
     def finish_boot(self) -> None:
         """start_kernel()'s kfence_init() and kernel_init()'s free_initmem() and
-        mark_readonly(), then SYSTEM_RUNNING."""
+        mark_readonly(), then SYSTEM_RUNNING.
+        """
         if self.system_state == SYSTEM_RUNNING:
             raise EmuValueError("the machine has already finished booting")
         if self.config.kfence:
             self.kfence_init()
-        self.free_kernel_image_pages("unused kernel image (initmem)", self.sym.init_begin,
-                                     self.sym.init_end)
+        self.free_kernel_image_pages(
+            "unused kernel image (initmem)", self.sym.init_begin, self.sym.init_end
+        )
         self.mark_rodata_ro()
         self.system_state = SYSTEM_RUNNING
 
@@ -291,8 +334,11 @@ class Machine(SetMemoryAPI):
             return
         count[level] -= 1
         if self.system_state == SYSTEM_RUNNING:
-            key = ("direct_map_level2_splits" if level == pt.PG_LEVEL_2M
-                   else "direct_map_level3_splits")
+            key = (
+                "direct_map_level2_splits"
+                if level == pt.PG_LEVEL_2M
+                else "direct_map_level3_splits"
+            )
             self.vm_events[key] += 1
         count[level - 1] += pt.PTRS_PER_TABLE
 
@@ -301,8 +347,11 @@ class Machine(SetMemoryAPI):
         count = self.direct.direct_pages_count
         count[level] += 1
         if self.system_state == SYSTEM_RUNNING:
-            key = ("direct_map_level2_collapses" if level == pt.PG_LEVEL_2M
-                   else "direct_map_level3_collapses")
+            key = (
+                "direct_map_level2_collapses"
+                if level == pt.PG_LEVEL_2M
+                else "direct_map_level3_collapses"
+            )
             self.vm_events[key] += 1
         count[level - 1] -= pt.PTRS_PER_TABLE
 
@@ -321,7 +370,8 @@ class Machine(SetMemoryAPI):
 
     def _map_kernel_image(self, lo: int, hi: int) -> None:
         """The high kernel mapping: 2M pages over the image (head_64.S's
-        level2_kernel_pgt after cleanup_highmap())."""
+        level2_kernel_pgt after cleanup_highmap()).
+        """
         prot = pt.PAGE_KERNEL_LARGE_EXEC & ~(pt._PAGE_GLOBAL if self.config.pti else 0)
         for pa in range(lo, hi, PMD_SIZE):
             va = self.highmap_va(pa)
@@ -345,7 +395,9 @@ class Machine(SetMemoryAPI):
             return va - lay.start_kernel_map + self.phys_base
         if va >= lay.page_offset:
             return va - lay.page_offset
-        raise EmuValueError(f"{va:#x} is neither a direct-map nor a kernel-image address")
+        raise EmuValueError(
+            f"{va:#x} is neither a direct-map nor a kernel-image address"
+        )
 
     @property
     def mmus(self) -> list[emu.MMU]:
@@ -356,8 +408,9 @@ class Machine(SetMemoryAPI):
 
     def meminfo(self) -> str:
         """/proc/meminfo's DirectMap lines."""
-        return direct_map_meminfo(self.direct.direct_pages_count,
-                                  self.direct.direct_gbpages)
+        return direct_map_meminfo(
+            self.direct.direct_pages_count, self.direct.direct_gbpages
+        )
 
     def vmstat(self) -> str:
         """/proc/vmstat's direct_map_* lines."""
@@ -406,9 +459,11 @@ class Machine(SetMemoryAPI):
         lines.append(f"last_pfn = {self.e820.max_pfn:#x}")
         for start, end, size in self.direct.ranges:
             lines.append(f" [mem {start:#010x}-{end - 1:#010x}] page {size}")
-        lines.append(f"page tables: {len(self.pt.tables)} pages "
-                     f"({len(self.pt.tables) * 4} kB), simulated memory "
-                     f"{self.mem.bytes_used // 1024} kB")
+        lines.append(
+            f"page tables: {len(self.pt.tables)} pages "
+            f"({len(self.pt.tables) * 4} kB), simulated memory "
+            f"{self.mem.bytes_used // 1024} kB"
+        )
         return "\n".join(lines) + "\n"
 
     def ram_ranges(self) -> list[PhysRange]:

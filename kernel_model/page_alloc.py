@@ -351,8 +351,9 @@ class PageAllocator:
             malformed or overlaps another.
     """
 
-    def __init__(self, e820: E820Table,
-                 reserved: Iterable[tuple[int, int, str]] = ()) -> None:
+    def __init__(
+        self, e820: E820Table, reserved: Iterable[tuple[int, int, str]] = ()
+    ) -> None:
         table = e820.trim_bios_range()
         self._memory: list[tuple[int, int]] = table.pfn_ranges()
         if not self._memory:
@@ -360,11 +361,13 @@ class PageAllocator:
         node_start, node_end = self._memory[0][0], self._memory[-1][1]
 
         self._reserved: list[Reservation] = [
-            Reservation(0, _ISA_END_PFN, "first 1 MiB (reserve_real_mode)")]
+            Reservation(0, _ISA_END_PFN, "first 1 MiB (reserve_real_mode)")
+        ]
         for item in reserved:
             if not isinstance(item, tuple) or len(item) != 3:
-                raise EmuValueError(f"reservation {item!r}: expected "
-                                    "(start_pfn, npages, reason)")
+                raise EmuValueError(
+                    f"reservation {item!r}: expected (start_pfn, npages, reason)"
+                )
             start = _check_int(item[0], "reservation start_pfn")
             npages = _check_int(item[1], "reservation npages", 1)
             self._reserved.append(Reservation(start, npages, str(item[2])))
@@ -373,22 +376,28 @@ class PageAllocator:
             if b.start_pfn < a.end_pfn:
                 raise EmuValueError(
                     f"reservation {b.reason!r} at pfn {b.start_pfn:#x} overlaps "
-                    f"{a.reason!r} [{a.start_pfn:#x}, {a.end_pfn:#x})")
+                    f"{a.reason!r} [{a.start_pfn:#x}, {a.end_pfn:#x})"
+                )
 
         # free_area_init(): zone spans clamped to the node, present = memblock RAM
-        bounds = ((0, MAX_DMA_PFN), (MAX_DMA_PFN, MAX_DMA32_PFN),
-                  (MAX_DMA32_PFN, max(node_end, MAX_DMA32_PFN)))
+        bounds = (
+            (0, MAX_DMA_PFN),
+            (MAX_DMA_PFN, MAX_DMA32_PFN),
+            (MAX_DMA32_PFN, max(node_end, MAX_DMA32_PFN)),
+        )
         self._zones: list[Zone] = []
         for zt, (lo, hi) in zip(ZoneType, bounds, strict=True):
             start, end = max(lo, node_start), min(hi, node_end)
             end = max(start, end)
             present = sum(max(0, min(end, b) - max(start, a)) for a, b in self._memory)
-            self._zones.append(Zone(zt, start, end - start, present, 0,
-                                    [0] * NR_PAGE_ORDERS))
+            self._zones.append(
+                Zone(zt, start, end - start, present, 0, [0] * NR_PAGE_ORDERS)
+            )
         total_present = sum(z.present_pages for z in self._zones)
         #: build_all_zonelists(): "mobility grouping off" below this many pages
-        self.page_group_by_mobility_disabled = \
+        self.page_group_by_mobility_disabled = (
             total_present < PAGEBLOCK_NR_PAGES * MIGRATE_TYPES
+        )
 
         # memmap_init_range(): a pageblock becomes Movable when its first PFN is
         # initialised as memory; pageblocks starting in a hole keep flags 0.
@@ -399,7 +408,8 @@ class PageAllocator:
             last = (hi + PAGEBLOCK_NR_PAGES - 1) >> PAGEBLOCK_ORDER
             if last > first:
                 self._pageblock_mt[first:last] = bytes([MigrateType.MOVABLE]) * (
-                    last - first)
+                    last - first
+                )
 
         # Free lists: circular doubly linked lists threaded through two dicts; the
         # sentinel of list ``lid`` is the key ``-1 - lid``.
@@ -530,27 +540,37 @@ class PageAllocator:
                 for pfn, order, count in _chunk_runs(zlo, zhi):
                     pb_lo = pfn >> PAGEBLOCK_ORDER
                     pb_hi = (pfn + (count << order)) >> PAGEBLOCK_ORDER
-                    if order == MAX_PAGE_ORDER and self._pageblock_mt[pb_lo:pb_hi] \
-                            .count(MigrateType.MOVABLE) == pb_hi - pb_lo:
+                    if (
+                        order == MAX_PAGE_ORDER
+                        and self._pageblock_mt[pb_lo:pb_hi].count(MigrateType.MOVABLE)
+                        == pb_hi - pb_lo
+                    ):
                         self._add_tail_many(
                             list(range(pfn, pfn + (count << order), 1 << order)),
-                            zone.zone_type, order, MigrateType.MOVABLE)
+                            zone.zone_type,
+                            order,
+                            MigrateType.MOVABLE,
+                        )
                         continue
                     for i in range(count):
                         self._free_one_range(pfn + (i << order), order, to_tail=True)
 
     # --- freeing ---------------------------------------------------------------------
 
-    def _buddy_merge_likely(self, pfn: int, buddy_pfn: int, order: int,
-                            zone: int) -> bool:
+    def _buddy_merge_likely(
+        self, pfn: int, buddy_pfn: int, order: int, zone: int
+    ) -> bool:
         """Models buddy_merge_likely() (mm/page_alloc.c, Linux 7.0)."""
         if order >= MAX_PAGE_ORDER - 1:
             return False
         higher = buddy_pfn & pfn
         higher_buddy = higher ^ (1 << (order + 1))
         info = self._free.get(higher_buddy)
-        return info is not None and info & _ORDER_MASK == order + 1 and \
-            self._zone_index(higher_buddy) == zone
+        return (
+            info is not None
+            and info & _ORDER_MASK == order + 1
+            and self._zone_index(higher_buddy) == zone
+        )
 
     def _free_one_page(self, pfn: int, order: int, mt: int, to_tail: bool) -> None:
         """Models __free_one_page() (mm/page_alloc.c, Linux 7.0)."""
@@ -559,12 +579,18 @@ class PageAllocator:
         while order < MAX_PAGE_ORDER:
             buddy_pfn = pfn ^ (1 << order)
             info = self._free.get(buddy_pfn)
-            if info is None or info & _ORDER_MASK != order or \
-                    self._zone_index(buddy_pfn) != zone:
+            if (
+                info is None
+                or info & _ORDER_MASK != order
+                or self._zone_index(buddy_pfn) != zone
+            ):
                 break
             buddy_mt = info >> _MT_SHIFT
-            if order >= PAGEBLOCK_ORDER and buddy_mt != mt and \
-                    not (_mergeable(mt) and _mergeable(buddy_mt)):
+            if (
+                order >= PAGEBLOCK_ORDER
+                and buddy_mt != mt
+                and not (_mergeable(mt) and _mergeable(buddy_mt))
+            ):
                 break
             self._del(buddy_pfn)
             if buddy_mt != mt:
@@ -616,8 +642,9 @@ class PageAllocator:
             return True
         return start_mt in (MigrateType.RECLAIMABLE, MigrateType.UNMOVABLE)
 
-    def _find_suitable_fallback(self, zone: int, order: int, mt: int,
-                                claimable: bool) -> int:
+    def _find_suitable_fallback(
+        self, zone: int, order: int, mt: int, claimable: bool
+    ) -> int:
         """Models find_suitable_fallback(): a migratetype, -1 (none) or -2 (stop)."""
         if claimable and not self._should_try_claim_block(order, mt):
             return -2
@@ -661,8 +688,15 @@ class PageAllocator:
             pfn += 1 << order
         self._set_pageblock_mt(start_pfn, new_mt)
 
-    def _try_to_claim_block(self, zone: int, pfn: int, current_order: int,
-                            order: int, start_mt: int, block_mt: int) -> int | None:
+    def _try_to_claim_block(
+        self,
+        zone: int,
+        pfn: int,
+        current_order: int,
+        order: int,
+        start_mt: int,
+        block_mt: int,
+    ) -> int | None:
         """Models try_to_claim_block() (mm/page_alloc.c, Linux 7.0)."""
         if block_mt == MigrateType.HIGHATOMIC:
             return None
@@ -684,21 +718,25 @@ class PageAllocator:
             alike = PAGEBLOCK_NR_PAGES - (free + movable)
         else:
             alike = 0
-        if free + alike >= PAGEBLOCK_NR_PAGES // 2 or \
-                self.page_group_by_mobility_disabled:
+        if (
+            free + alike >= PAGEBLOCK_NR_PAGES // 2
+            or self.page_group_by_mobility_disabled
+        ):
             self._move_freepages_block(start_pfn, start_mt)
             return self._rmqueue_smallest(zone, order, start_mt)
         return None
 
-    def _rmqueue_claim(self, zone: int, order: int, start_mt: int,
-                       nofragment: bool) -> int | None:
+    def _rmqueue_claim(
+        self, zone: int, order: int, start_mt: int, nofragment: bool
+    ) -> int | None:
         """Models __rmqueue_claim() (mm/page_alloc.c, Linux 7.0): largest first."""
         min_order = order
         if order < PAGEBLOCK_ORDER and nofragment:
             min_order = PAGEBLOCK_ORDER
         for current_order in range(MAX_PAGE_ORDER, min_order - 1, -1):
-            fallback_mt = self._find_suitable_fallback(zone, current_order, start_mt,
-                                                       claimable=True)
+            fallback_mt = self._find_suitable_fallback(
+                zone, current_order, start_mt, claimable=True
+            )
             if fallback_mt == -1:
                 continue
             if fallback_mt == -2:
@@ -706,8 +744,9 @@ class PageAllocator:
             pfn = self._first(zone, current_order, fallback_mt)
             if pfn is None:  # pragma: no cover - find_suitable_fallback checked
                 continue
-            page = self._try_to_claim_block(zone, pfn, current_order, order,
-                                            start_mt, fallback_mt)
+            page = self._try_to_claim_block(
+                zone, pfn, current_order, order, start_mt, fallback_mt
+            )
             if page is not None:
                 return page
         return None
@@ -715,8 +754,9 @@ class PageAllocator:
     def _rmqueue_steal(self, zone: int, order: int, start_mt: int) -> int | None:
         """Models __rmqueue_steal() (mm/page_alloc.c, Linux 7.0): smallest first."""
         for current_order in range(order, NR_PAGE_ORDERS):
-            fallback_mt = self._find_suitable_fallback(zone, current_order, start_mt,
-                                                       claimable=False)
+            fallback_mt = self._find_suitable_fallback(
+                zone, current_order, start_mt, claimable=False
+            )
             if fallback_mt < 0:
                 continue
             pfn = self._first(zone, current_order, fallback_mt)
@@ -751,8 +791,13 @@ class PageAllocator:
         highest = gfp_zone(gfp)
         return [ZoneType(z) for z in range(highest, -1, -1) if self._zones[z].populated]
 
-    def alloc_pages(self, order: int, gfp: GFP | int = GFP_KERNEL, *,
-                    migratetype: MigrateType | int | None = None) -> int | None:
+    def alloc_pages(
+        self,
+        order: int,
+        gfp: GFP | int = GFP_KERNEL,
+        *,
+        migratetype: MigrateType | int | None = None,
+    ) -> int | None:
         """Models alloc_pages, get_page_from_freelist and rmqueue (Linux 7.0).
 
         Zones are tried from the preferred zone down (GFP_KERNEL: Normal, DMA32,
@@ -784,18 +829,21 @@ class PageAllocator:
         else:
             mt = _check_int(migratetype, "migratetype")
             if mt >= MIGRATE_PCPTYPES:
-                raise EmuValueError(f"migratetype {migratetype!r}: only Unmovable, "
-                                    "Movable and Reclaimable can be requested")
+                raise EmuValueError(
+                    f"migratetype {migratetype!r}: only Unmovable, "
+                    "Movable and Reclaimable can be requested"
+                )
         zones = self.zonelist(gfp)
         if order > MAX_PAGE_ORDER:
-            log.warning("alloc_pages: order %d > MAX_PAGE_ORDER %d", order,
-                        MAX_PAGE_ORDER)
+            log.warning(
+                "alloc_pages: order %d > MAX_PAGE_ORDER %d", order, MAX_PAGE_ORDER
+            )
             return None
         if self.page_group_by_mobility_disabled:
             mt = MigrateType.UNMOVABLE
         nofragment = bool(zones) and zones[0] == ZoneType.NORMAL
         page: int | None = None
-        for pass_nofragment in ((True, False) if nofragment else (False,)):
+        for pass_nofragment in (True, False) if nofragment else (False,):
             for zone in zones:
                 page = self._rmqueue(zone, order, mt, pass_nofragment)
                 if page is not None:
@@ -826,12 +874,15 @@ class PageAllocator:
         _check_int(order, "order")
         info = self._allocated.get(pfn)
         if info is None:
-            raise EmuValueError(f"free_pages(pfn={pfn:#x}, order={order}): "
-                                f"{self._why_not_allocated(pfn)}")
+            raise EmuValueError(
+                f"free_pages(pfn={pfn:#x}, order={order}): "
+                f"{self._why_not_allocated(pfn)}"
+            )
         if info & _ORDER_MASK != order:
             raise EmuValueError(
                 f"free_pages(pfn={pfn:#x}, order={order}): the block was allocated "
-                f"with order {info & _ORDER_MASK}")
+                f"with order {info & _ORDER_MASK}"
+            )
         del self._allocated[pfn]
         self._free_one_range(pfn, order, to_tail=False)
 
@@ -847,12 +898,16 @@ class PageAllocator:
     def _why_not_allocated(self, pfn: int) -> str:
         free = self._containing(pfn, self._free)
         if free is not None:
-            return (f"pfn {pfn:#x} is free (in the order-{free[1]} free block at "
-                    f"{free[0]:#x}): double free?")
+            return (
+                f"pfn {pfn:#x} is free (in the order-{free[1]} free block at "
+                f"{free[0]:#x}): double free?"
+            )
         inside = self._containing(pfn, self._allocated)
         if inside is not None:
-            return (f"pfn {pfn:#x} is inside the order-{inside[1]} block allocated "
-                    f"at {inside[0]:#x}, not its first page")
+            return (
+                f"pfn {pfn:#x} is inside the order-{inside[1]} block allocated "
+                f"at {inside[0]:#x}, not its first page"
+            )
         for r in self._reserved:
             if r.start_pfn <= pfn < r.end_pfn:
                 return f"pfn {pfn:#x} is reserved ({r.reason}), never allocated"
@@ -893,7 +948,8 @@ class PageAllocator:
             if found is None:
                 raise EmuValueError(
                     f"reserve({start:#x}, {n}, {reason!r}): pfn {pfn:#x} is not free"
-                    f" ({self._describe(pfn)})")
+                    f" ({self._describe(pfn)})"
+                )
             blocks.append(found)
             pfn = found[0] + (1 << found[1])
         for bstart, order in blocks:
@@ -904,8 +960,9 @@ class PageAllocator:
                 for p, o in _chunks(lo, hi):
                     self._add(p, zone_idx, o, mt, tail=True)
         for zone in self._zones:
-            zone.managed_pages -= max(0, min(end, zone.zone_end_pfn)
-                                      - max(start, zone.zone_start_pfn))
+            zone.managed_pages -= max(
+                0, min(end, zone.zone_end_pfn) - max(start, zone.zone_start_pfn)
+            )
         self._reserved.append(Reservation(start, n, reason))
         self._reserved.sort(key=lambda r: r.start_pfn)
 
@@ -938,22 +995,28 @@ class PageAllocator:
             touched.append(r)
             pfn = r.end_pfn
         if pfn < end:
-            raise EmuValueError(f"free_reserved_area({start:#x}, {n}): pfn {pfn:#x} "
-                                f"is not reserved ({self._describe(pfn)})")
+            raise EmuValueError(
+                f"free_reserved_area({start:#x}, {n}): pfn {pfn:#x} "
+                f"is not reserved ({self._describe(pfn)})"
+            )
         if not any(a <= start and end <= b for a, b in self._memory):
-            raise EmuValueError(f"free_reserved_area({start:#x}, {n}): the range "
-                                "includes pages that are not RAM")
+            raise EmuValueError(
+                f"free_reserved_area({start:#x}, {n}): the range "
+                "includes pages that are not RAM"
+            )
         for r in touched:
             self._reserved.remove(r)
             if r.start_pfn < start:
-                self._reserved.append(Reservation(r.start_pfn, start - r.start_pfn,
-                                                  r.reason))
+                self._reserved.append(
+                    Reservation(r.start_pfn, start - r.start_pfn, r.reason)
+                )
             if r.end_pfn > end:
                 self._reserved.append(Reservation(end, r.end_pfn - end, r.reason))
         self._reserved.sort(key=lambda r: r.start_pfn)
         for zone in self._zones:
-            zone.managed_pages += max(0, min(end, zone.zone_end_pfn)
-                                      - max(start, zone.zone_start_pfn))
+            zone.managed_pages += max(
+                0, min(end, zone.zone_end_pfn) - max(start, zone.zone_start_pfn)
+            )
         for p, o in _chunks(start, end):
             self._free_one_range(p, o, to_tail=False)
 
@@ -988,8 +1051,11 @@ class PageAllocator:
             if zone not in ZONE_NAMES:
                 raise EmuValueError(f"zone {zone!r}: expected one of {ZONE_NAMES}")
             return ZONE_NAMES.index(zone)
-        if isinstance(zone, bool) or not isinstance(zone, int) or \
-                not 0 <= zone < _NR_ZONES:
+        if (
+            isinstance(zone, bool)
+            or not isinstance(zone, int)
+            or not 0 <= zone < _NR_ZONES
+        ):
             raise EmuValueError(f"zone {zone!r}: expected a ZoneType")
         return int(zone)
 
@@ -1027,8 +1093,12 @@ class PageAllocator:
                     for pfn in self._iter_list(zone, order, mt):
                         yield FreeBlock(pfn, order, ZoneType(zone), MigrateType(mt))
 
-    def free_list(self, zone: ZoneType | str, order: int,
-                  migratetype: MigrateType | int = MigrateType.MOVABLE) -> list[int]:
+    def free_list(
+        self,
+        zone: ZoneType | str,
+        order: int,
+        migratetype: MigrateType | int = MigrateType.MOVABLE,
+    ) -> list[int]:
         """The block PFNs on one free list, head first.
 
         Args:
@@ -1076,11 +1146,20 @@ class PageAllocator:
             A tuple of the free lists in order, allocations, reservations,
             pageblock migratetypes and zone counters.
         """
-        lists = tuple(tuple(self._iter_list(z, o, m)) for z in range(_NR_ZONES)
-                      for o in range(NR_PAGE_ORDERS) for m in range(MIGRATE_TYPES))
+        lists = tuple(
+            tuple(self._iter_list(z, o, m))
+            for z in range(_NR_ZONES)
+            for o in range(NR_PAGE_ORDERS)
+            for m in range(MIGRATE_TYPES)
+        )
         zones = tuple((z.managed_pages, tuple(z.nr_free)) for z in self._zones)
-        return (lists, tuple(sorted(self._allocated.items())), tuple(self._reserved),
-                bytes(self._pageblock_mt), zones)
+        return (
+            lists,
+            tuple(sorted(self._allocated.items())),
+            tuple(self._reserved),
+            bytes(self._pageblock_mt),
+            zones,
+        )
 
     # --- /proc texts -----------------------------------------------------------------
 
@@ -1111,10 +1190,16 @@ class PageAllocator:
         Returns:
             The file's text.
         """
-        out = [f"Page block order: {PAGEBLOCK_ORDER}\n",
-               f"Pages per block:  {PAGEBLOCK_NR_PAGES}\n", "\n"]
-        out.append(f"{'Free pages count per migrate type at order':<43s} "
-                   + "".join(f"{o:6d} " for o in range(NR_PAGE_ORDERS)) + "\n")
+        out = [
+            f"Page block order: {PAGEBLOCK_ORDER}\n",
+            f"Pages per block:  {PAGEBLOCK_NR_PAGES}\n",
+            "\n",
+        ]
+        out.append(
+            f"{'Free pages count per migrate type at order':<43s} "
+            + "".join(f"{o:6d} " for o in range(NR_PAGE_ORDERS))
+            + "\n"
+        )
         populated = [z for z in self._zones if z.populated]
         for z in populated:
             for mt in range(MIGRATE_TYPES):
@@ -1122,18 +1207,27 @@ class PageAllocator:
                 row = f"Node {0:4d}, zone {z.name:>8s}, type {name:>12s} "
                 for order in range(NR_PAGE_ORDERS):
                     n = self._list_len[self._lid(z.zone_type, order, mt)]
-                    row += f">{_PAGETYPEINFO_CAP:6d} " if n >= _PAGETYPEINFO_CAP \
+                    row += (
+                        f">{_PAGETYPEINFO_CAP:6d} "
+                        if n >= _PAGETYPEINFO_CAP
                         else f"{n:6d} "
+                    )
                 out.append(row + "\n")
-        out.append(f"\n{'Number of blocks type ':<23s}"
-                   + "".join(f"{name:>12s} " for name in MIGRATETYPE_NAMES) + "\n")
+        out.append(
+            f"\n{'Number of blocks type ':<23s}"
+            + "".join(f"{name:>12s} " for name in MIGRATETYPE_NAMES)
+            + "\n"
+        )
         for z in populated:
             counts = [0] * MIGRATE_TYPES
             for pfn in range(z.zone_start_pfn, z.zone_end_pfn, PAGEBLOCK_NR_PAGES):
                 if self._section_present(pfn):
                     counts[self._get_pageblock_mt(pfn)] += 1
-            out.append(f"Node 0, zone {z.name:>8s} "
-                       + "".join(f"{c:12d} " for c in counts) + "\n")
+            out.append(
+                f"Node 0, zone {z.name:>8s} "
+                + "".join(f"{c:12d} " for c in counts)
+                + "\n"
+            )
         return "".join(out)
 
     def _section_present(self, pfn: int) -> bool:

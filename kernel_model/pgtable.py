@@ -65,8 +65,13 @@ PAGE_KERNEL_ROX = 0x121
 _KERNPG_TABLE = 0x63  # P RW A D: table entry a CPA split installs
 _PAGE_TABLE = 0x67  # P RW USR A D: table entry the boot-time builder installs
 
-LEVEL_SHIFT = {PG_LEVEL_4K: PAGE_SHIFT, PG_LEVEL_2M: PMD_SHIFT, PG_LEVEL_1G: PUD_SHIFT,
-               PG_LEVEL_512G: 39, PG_LEVEL_256T: 48}
+LEVEL_SHIFT = {
+    PG_LEVEL_4K: PAGE_SHIFT,
+    PG_LEVEL_2M: PMD_SHIFT,
+    PG_LEVEL_1G: PUD_SHIFT,
+    PG_LEVEL_512G: 39,
+    PG_LEVEL_256T: 48,
+}
 
 
 def page_level_size(level: int) -> int:
@@ -99,7 +104,8 @@ def pgprot_large_2_4k(prot: int) -> int:
 
 def pgprot_4k_2_large(prot: int) -> int:
     """Move the PAT bit from bit 7 to bit 12 (pgprot_4k_2_large()); PSE is the
-    caller's."""
+    caller's.
+    """
     pat = bool(prot & _PAGE_PAT)
     prot &= ~(_PAGE_PAT | _PAGE_PAT_LARGE)
     return prot | (_PAGE_PAT_LARGE if pat else 0)
@@ -145,8 +151,13 @@ class PageTables:
         writes: number of entries written so far.
     """
 
-    def __init__(self, mem: PhysMem, alloc_table: Callable[[], int | None],
-                 free_table: Callable[[int], None], la57: bool = False) -> None:
+    def __init__(
+        self,
+        mem: PhysMem,
+        alloc_table: Callable[[], int | None],
+        free_table: Callable[[int], None],
+        la57: bool = False,
+    ) -> None:
         self.mem = mem
         self._alloc = alloc_table
         self._free = free_table
@@ -203,8 +214,9 @@ class PageTables:
         """All 512 entries of a table."""
         return self.mem.read_table(table)
 
-    def write_table(self, table: int, entries: np.ndarray[Any, Any],
-                    changed: int | None = None) -> None:
+    def write_table(
+        self, table: int, entries: np.ndarray[Any, Any], changed: int | None = None
+    ) -> None:
         """Write a whole table at once (the boot builder's fast path)."""
         self.mem.write_table(table, entries)
         self.writes += PTRS_PER_TABLE if changed is None else changed
@@ -213,7 +225,8 @@ class PageTables:
 
     def table_of(self, va: int, level: int) -> int | None:
         """Physical address of the table at ``level`` covering ``va``, or None when a
-        none, non-present or leaf entry above stops the walk."""
+        none, non-present or leaf entry above stops the walk.
+        """
         table = self.pgd
         for lvl in range(self.top_level, level, -1):
             e = self.read(table, self.index(va, lvl))
@@ -222,7 +235,9 @@ class PageTables:
             table = e & PTE_PFN_MASK
         return table
 
-    def ensure_table(self, va: int, level: int, entry_flags: int = _KERNPG_TABLE) -> int:
+    def ensure_table(
+        self, va: int, level: int, entry_flags: int = _KERNPG_TABLE
+    ) -> int:
         """The table at ``level`` for ``va``, allocating missing tables above it
         (pud_alloc()/pmd_alloc()/pte_alloc_kernel()).
 
@@ -248,8 +263,10 @@ class PageTables:
                 table = new
                 continue
             if not e & _PAGE_PRESENT or (lvl <= PG_LEVEL_1G and e & _PAGE_PSE):
-                raise EmuValueError(f"va {va:#x}: a leaf or non-present entry at level "
-                                    f"{lvl} is in the way")
+                raise EmuValueError(
+                    f"va {va:#x}: a leaf or non-present entry at level "
+                    f"{lvl} is in the way"
+                )
             table = e & PTE_PFN_MASK
         return table
 
@@ -300,13 +317,17 @@ class PageTables:
         epa = table + 8 * idx
         return Lookup(self.read(table, idx), epa, PG_LEVEL_4K, nx, rw)
 
-    def leaves(self, start: int = 0, end: int = 1 << 64) -> Iterator[tuple[int, int, int]]:
+    def leaves(
+        self, start: int = 0, end: int = 1 << 64
+    ) -> Iterator[tuple[int, int, int]]:
         """Every leaf in [start, end) in address order, as (va, level, entry); also
-        non-present non-zero entries at any level (they end a walk as leaves do)."""
+        non-present non-zero entries at any level (they end a walk as leaves do).
+        """
         yield from self._leaves(self.pgd, self.top_level, 0, start, end)
 
-    def _leaves(self, table: int, level: int, base: int, start: int,
-                end: int) -> Iterator[tuple[int, int, int]]:
+    def _leaves(
+        self, table: int, level: int, base: int, start: int, end: int
+    ) -> Iterator[tuple[int, int, int]]:
         size = page_level_size(level)
         entries = self.read_table(table)
         for idx in np.flatnonzero(entries):
@@ -316,8 +337,10 @@ class PageTables:
             if va + size <= start or va >= end:
                 continue
             e = int(entries[idx])
-            if not e & _PAGE_PRESENT or level == PG_LEVEL_4K or (
-                level <= PG_LEVEL_1G and e & _PAGE_PSE
+            if (
+                not e & _PAGE_PRESENT
+                or level == PG_LEVEL_4K
+                or (level <= PG_LEVEL_1G and e & _PAGE_PSE)
             ):
                 yield va, level, e
             else:

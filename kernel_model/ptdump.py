@@ -35,11 +35,13 @@ def format_prot(prot: int, depth: int) -> str:
     """The flag columns of a run (printk_prot()); ``depth`` 0 = pgd .. 4 = pte."""
     if not prot & pt._PAGE_PRESENT:
         return " " * 30
-    out = ["USR " if prot & pt._PAGE_USER else "    ",
-           "RW " if prot & pt._PAGE_RW else "ro ",
-           "PWT " if prot & pt._PAGE_PWT else "    ",
-           "PCD " if prot & pt._PAGE_PCD else "    ",
-           "PSE " if depth <= 3 and prot & pt._PAGE_PSE else "    "]
+    out = [
+        "USR " if prot & pt._PAGE_USER else "    ",
+        "RW " if prot & pt._PAGE_RW else "ro ",
+        "PWT " if prot & pt._PAGE_PWT else "    ",
+        "PCD " if prot & pt._PAGE_PCD else "    ",
+        "PSE " if depth <= 3 and prot & pt._PAGE_PSE else "    ",
+    ]
     pat = (depth == 4 and prot & pt._PAGE_PAT) or (
         depth in (2, 3) and prot & pt._PAGE_PAT_LARGE
     )
@@ -101,14 +103,24 @@ def _flags_for_compare(entry: int, depth: int) -> int:
 
 
 def _is_table(e: int, level: int) -> bool:
-    return bool(e & pt._PAGE_PRESENT) and level > pt.PG_LEVEL_4K and not (
-        level <= pt.PG_LEVEL_1G and e & pt._PAGE_PSE
+    return (
+        bool(e & pt._PAGE_PRESENT)
+        and level > pt.PG_LEVEL_4K
+        and not (level <= pt.PG_LEVEL_1G and e & pt._PAGE_PSE)
     )
 
 
-def _walk(t: PageTables, table: int, level: int, base: int, eff_above: int,
-          lo: int, hi: int, markers: list[int],
-          top: bool) -> Iterator[tuple[int, int, int, int]]:
+def _walk(
+    t: PageTables,
+    table: int,
+    level: int,
+    base: int,
+    eff_above: int,
+    lo: int,
+    hi: int,
+    markers: list[int],
+    top: bool,
+) -> Iterator[tuple[int, int, int, int]]:
     """Yield (addr, depth, prot, eff) notes for the entries of a table in [lo, hi).
 
     Consecutive entries that cannot break a run (same flags, both leaves or both
@@ -134,15 +146,19 @@ def _walk(t: PageTables, table: int, level: int, base: int, eff_above: int,
         e = entries[i]
         if _is_table(e, level):
             eff = (eff_above & e & _FLAG_KEEP) | ((eff_above | e) & _NX)
-            yield from _walk(t, e & pt.PTE_PFN_MASK, level - 1, a, eff, lo, hi,
-                             markers, False)
+            yield from _walk(
+                t, e & pt.PTE_PFN_MASK, level - 1, a, eff, lo, hi, markers, False
+            )
             i += 1
             continue
         key = _flags_for_compare(e, depth) if e else -1
         j = i + 1
         while j < pt.PTRS_PER_TABLE and addrs[j] < hi:
             f = entries[j]
-            if _is_table(f, level) or (_flags_for_compare(f, depth) if f else -1) != key:
+            if (
+                _is_table(f, level)
+                or (_flags_for_compare(f, depth) if f else -1) != key
+            ):
                 break
             j += 1
         if e == 0:
@@ -161,7 +177,9 @@ def _walk(t: PageTables, table: int, level: int, base: int, eff_above: int,
         i = j
 
 
-def ptdump(t: PageTables, markers: list[tuple[int, str]]) -> tuple[str, int, int | None]:
+def ptdump(
+    t: PageTables, markers: list[tuple[int, str]]
+) -> tuple[str, int, int | None]:
     """Dump the kernel page tables.
 
     Args:
@@ -178,8 +196,9 @@ def ptdump(t: PageTables, markers: list[tuple[int, str]]) -> tuple[str, int, int
     guard_hole_end = 0xFF10000000000000 if t.la57 else 0xFFFF880000000000
     for lo, hi in ((0, half), (guard_hole_end, 1 << 64)):
         top_eff = _FLAG_KEEP  # the PGD's own flags start the AND
-        for addr, depth, prot, eff in _walk(t, t.pgd, t.top_level, 0, top_eff, lo, hi,
-                                            marker_addrs, True):
+        for addr, depth, prot, eff in _walk(
+            t, t.pgd, t.top_level, 0, top_eff, lo, hi, marker_addrs, True
+        ):
             _note(st, addr, depth, prot, eff)
     _flush_run(st, 1 << 64)
     # Linux prints the end of the last run as 0x0000000000000000 (2^64 wraps)

@@ -109,11 +109,19 @@ class PagePlacer:
         self.policy = policy
         self.rng = rng
         self.cache: list[int] = []  # unmapped-cache: free pfns of removed blocks
-        self._ram = np.array([(r.start >> 12, r.end >> 12) for r in machine.ram_ranges()
-                              if r.end > 1 << 32], dtype=np.int64)
+        self._ram = np.array(
+            [
+                (r.start >> 12, r.end >> 12)
+                for r in machine.ram_ranges()
+                if r.end > 1 << 32
+            ],
+            dtype=np.int64,
+        )
         if not len(self._ram):
-            self._ram = np.array([(r.start >> 12, r.end >> 12)
-                                  for r in machine.ram_ranges()], dtype=np.int64)
+            self._ram = np.array(
+                [(r.start >> 12, r.end >> 12) for r in machine.ram_ranges()],
+                dtype=np.int64,
+            )
 
     def _random_free_pfn(self, order: int = 0) -> int:
         sizes = self._ram[:, 1] - self._ram[:, 0]
@@ -150,7 +158,9 @@ def _map_pages(m: Machine, pfns: list[int]) -> int:
     return area.addr
 
 
-def load_module(m: Machine, place: PagePlacer, text: int, rodata: int, data: int) -> None:
+def load_module(
+    m: Machine, place: PagePlacer, text: int, rodata: int, data: int
+) -> None:
     """A module load's direct-map effect (module_enable_rox/_ro/_nx)."""
     pfns = [place.page() for _ in range(text + rodata + data)]
     addr = _map_pages(m, pfns)
@@ -181,8 +191,11 @@ def run_events(m: Machine, policy: str, events: Events, seed: int) -> None:
         return
     rng = np.random.default_rng(seed)
     place = PagePlacer(m, policy, rng)
-    kinds = (["module"] * events.modules + ["bpf"] * events.bpf_progs
-             + ["secret"] * events.secretmem_pages)
+    kinds = (
+        ["module"] * events.modules
+        + ["bpf"] * events.bpf_progs
+        + ["secret"] * events.secretmem_pages
+    )
     order = rng.permutation(len(kinds))
     for i in order:
         kind = kinds[int(i)]
@@ -194,10 +207,16 @@ def run_events(m: Machine, policy: str, events: Events, seed: int) -> None:
             secretmem_page(m, place)
 
 
-def stream(m: Machine, w: Workload) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+def stream(
+    m: Machine, w: Workload
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """The direct-map access stream (addresses and kinds), vectorised."""
     rng = np.random.default_rng(w.seed)
-    ram = [(r.start >> 12, r.end >> 12) for r in m.ram_ranges() if r.end - r.start >= 1 << 21]
+    ram = [
+        (r.start >> 12, r.end >> 12)
+        for r in m.ram_ranges()
+        if r.end - r.start >= 1 << 21
+    ]
     sizes = np.array([e - s for s, e in ram], dtype=np.float64)
     starts = np.array([s for s, _ in ram], dtype=np.int64)
 
@@ -208,22 +227,32 @@ def stream(m: Machine, w: Workload) -> tuple[np.ndarray[Any, Any], np.ndarray[An
 
     hot = pfns(w.hot_pages)
     n_hot = int(w.accesses * w.hot_fraction)
-    page = np.concatenate([hot[rng.integers(0, len(hot), n_hot)], pfns(w.accesses - n_hot)])
+    page = np.concatenate(
+        [hot[rng.integers(0, len(hot), n_hot)], pfns(w.accesses - n_hot)]
+    )
     rng.shuffle(page)
     offset = rng.integers(0, 512, w.accesses, dtype=np.int64) * 8
-    vas = (np.uint64(m.layout.page_offset) + (page.astype(np.uint64) << np.uint64(12))
-           + offset.astype(np.uint64))
+    vas = (
+        np.uint64(m.layout.page_offset)
+        + (page.astype(np.uint64) << np.uint64(12))
+        + offset.astype(np.uint64)
+    )
     kinds = (rng.random(w.accesses) < w.write_fraction).astype(np.uint8)
     return vas, kinds
 
 
-def run_policy(policy: str, ram: str, cpu: str, events: Events, w: Workload,
-               ncpus: int = 2) -> Result:
+def run_policy(
+    policy: str, ram: str, cpu: str, events: Events, w: Workload, ncpus: int = 2
+) -> Result:
     """Boot, fragment under ``policy``, measure the stream on CPU 0."""
     if policy not in POLICIES:
         raise EmuValueError(f"policy {policy!r} not in {POLICIES}")
-    m = Machine(ram=ram, cpu=cpu, ncpus=ncpus,
-                merge="eager" if policy == "eager-merge" else "linux")
+    m = Machine(
+        ram=ram,
+        cpu=cpu,
+        ncpus=ncpus,
+        merge="eager" if policy == "eager-merge" else "linux",
+    )
     run_events(m, policy, events, w.seed)
     vas, kinds = stream(m, w)
     mmu = m.mmus[0]
@@ -233,33 +262,49 @@ def run_policy(policy: str, ram: str, cpu: str, events: Events, w: Workload,
     mmu.run(vas[:warm], kinds[:warm])  # warm the TLBs and caches
     stats = mmu.run(vas[warm:], kinds[warm:])
     count = m.direct.direct_pages_count
-    meminfo = {"DirectMap4k": count[PG_LEVEL_4K] * 4, "DirectMap2M": count[PG_LEVEL_2M] * 2048,
-               "DirectMap1G": count[PG_LEVEL_1G] * 1048576}
+    meminfo = {
+        "DirectMap4k": count[PG_LEVEL_4K] * 4,
+        "DirectMap2M": count[PG_LEVEL_2M] * 2048,
+        "DirectMap1G": count[PG_LEVEL_1G] * 1048576,
+    }
     s = m.cpa.stats
-    cpa = {"splits_2m": s.splits[PG_LEVEL_2M], "splits_1g": s.splits[PG_LEVEL_1G],
-           "collapses_2m": s.collapses[PG_LEVEL_2M], "collapses_1g": s.collapses[PG_LEVEL_1G],
-           "split_flushes": s.split_flushes, "full_flushes": s.full_flushes,
-           "ranged_flushes": s.ranged_flushes, "ipis": m.cpus.ipis}
+    cpa = {
+        "splits_2m": s.splits[PG_LEVEL_2M],
+        "splits_1g": s.splits[PG_LEVEL_1G],
+        "collapses_2m": s.collapses[PG_LEVEL_2M],
+        "collapses_1g": s.collapses[PG_LEVEL_1G],
+        "split_flushes": s.split_flushes,
+        "full_flushes": s.full_flushes,
+        "ranged_flushes": s.ranged_flushes,
+        "ipis": m.cpus.ipis,
+    }
     return Result(policy, meminfo, dict(m.vm_events), len(m.pt.tables), stats, cpa)
 
 
-def compare(ram: str = "16G", cpu: str = "skylake", events: Events | None = None,
-            workload: Workload | None = None,
-            policies: tuple[str, ...] = POLICIES) -> list[Result]:
+def compare(
+    ram: str = "16G",
+    cpu: str = "skylake",
+    events: Events | None = None,
+    workload: Workload | None = None,
+    policies: tuple[str, ...] = POLICIES,
+) -> list[Result]:
     """Run every policy on the same scenario and stream."""
     ev = events or Events()
     w = workload or Workload()
     return [run_policy(p, ram, cpu, ev, w) for p in policies]
 
 
-def format_table(results: list[Result], ram: str, cpu: str, events: Events,
-                 w: Workload) -> str:
+def format_table(
+    results: list[Result], ram: str, cpu: str, events: Events, w: Workload
+) -> str:
     """The comparison as a text table."""
-    head = (f"mmulab compare: {ram} RAM, {cpu}, {w.accesses} direct-map accesses "
-            f"({w.hot_fraction:.0%} in {w.hot_pages} hot pages, {w.write_fraction:.0%} "
-            f"writes), seed {w.seed}\n"
-            f"events: {events.modules} module loads {events.module_pages}, "
-            f"{events.bpf_progs} BPF programs, {events.secretmem_pages} secretmem pages\n")
+    head = (
+        f"mmulab compare: {ram} RAM, {cpu}, {w.accesses} direct-map accesses "
+        f"({w.hot_fraction:.0%} in {w.hot_pages} hot pages, {w.write_fraction:.0%} "
+        f"writes), seed {w.seed}\n"
+        f"events: {events.modules} module loads {events.module_pages}, "
+        f"{events.bpf_progs} BPF programs, {events.secretmem_pages} secretmem pages\n"
+    )
     base = results[0]
     rows: list[tuple[str, list[str]]] = []
 
@@ -269,20 +314,45 @@ def format_table(results: list[Result], ram: str, cpu: str, events: Events,
     add("DirectMap4k kB", lambda r: f"{r.meminfo['DirectMap4k']}")
     add("DirectMap2M kB", lambda r: f"{r.meminfo['DirectMap2M']}")
     add("DirectMap1G kB", lambda r: f"{r.meminfo['DirectMap1G']}")
-    add("2M / 1G splits", lambda r: f"{r.cpa.get('splits_2m', 0)} / {r.cpa.get('splits_1g', 0)}")
-    add("2M / 1G collapses",
-        lambda r: f"{r.cpa.get('collapses_2m', 0)} / {r.cpa.get('collapses_1g', 0)}")
+    add(
+        "2M / 1G splits",
+        lambda r: f"{r.cpa.get('splits_2m', 0)} / {r.cpa.get('splits_1g', 0)}",
+    )
+    add(
+        "2M / 1G collapses",
+        lambda r: f"{r.cpa.get('collapses_2m', 0)} / {r.cpa.get('collapses_1g', 0)}",
+    )
     add("page-table pages", lambda r: f"{r.table_pages}")
-    add("global flushes", lambda r: f"{r.cpa.get('split_flushes', 0) + r.cpa.get('full_flushes', 0)}")
+    add(
+        "global flushes",
+        lambda r: f"{r.cpa.get('split_flushes', 0) + r.cpa.get('full_flushes', 0)}",
+    )
     add("dTLB-load-misses", lambda r: f"{r.stats['dTLB-load-misses']}")
     add("dTLB-store-misses", lambda r: f"{r.stats['dTLB-store-misses']}")
-    add("STLB hits", lambda r: f"{r.stats['dtlb_load_misses.stlb_hit'] + r.stats['dtlb_store_misses.stlb_hit']}")
+    add(
+        "STLB hits",
+        lambda r: (
+            f"{r.stats['dtlb_load_misses.stlb_hit'] + r.stats['dtlb_store_misses.stlb_hit']}"
+        ),
+    )
     for size, key in (("4k", "4k"), ("2m", "2m_4m"), ("1g", "1g")):
-        add(f"walks completed {size}",
-            lambda r, key=key: f"{r.stats[f'dtlb_load_misses.walk_completed_{key}'] + r.stats[f'dtlb_store_misses.walk_completed_{key}']}")
-    add("walk memory refs", lambda r: f"{sum(r.stats[f'walk_ref.{lv}'] for lv in ('pml5', 'pml4', 'pdpt', 'pd', 'pt'))}")
+        add(
+            f"walks completed {size}",
+            lambda r, key=key: (
+                f"{r.stats[f'dtlb_load_misses.walk_completed_{key}'] + r.stats[f'dtlb_store_misses.walk_completed_{key}']}"
+            ),
+        )
+    add(
+        "walk memory refs",
+        lambda r: (
+            f"{sum(r.stats[f'walk_ref.{lv}'] for lv in ('pml5', 'pml4', 'pdpt', 'pd', 'pt'))}"
+        ),
+    )
     add("cycles / access", lambda r: f"{r.cycles_per_access:.3f}")
-    add("vs pristine", lambda r: f"{r.cycles_per_access / max(base.cycles_per_access, 1e-9):.3f}x")
+    add(
+        "vs pristine",
+        lambda r: f"{r.cycles_per_access / max(base.cycles_per_access, 1e-9):.3f}x",
+    )
     width = max(len(lbl) for lbl, _ in rows) + 2
     colw = max(16, *(len(r.policy) + 2 for r in results))
     out = [head, " " * width + "".join(f"{r.policy:>{colw}}" for r in results)]
@@ -291,15 +361,27 @@ def format_table(results: list[Result], ram: str, cpu: str, events: Events,
     return "\n".join(out) + "\n"
 
 
-def results_json(results: list[Result], ram: str, cpu: str, events: Events,
-                 w: Workload) -> dict[str, Any]:
+def results_json(
+    results: list[Result], ram: str, cpu: str, events: Events, w: Workload
+) -> dict[str, Any]:
     """The comparison as a JSON-ready dict."""
     return {
-        "config": {"ram": ram, "cpu": cpu, "events": asdict(events), "workload": asdict(w)},
+        "config": {
+            "ram": ram,
+            "cpu": cpu,
+            "events": asdict(events),
+            "workload": asdict(w),
+        },
         "results": [
-            {"policy": r.policy, "meminfo": r.meminfo, "vmstat": r.vmstat,
-             "table_pages": r.table_pages, "cpa": r.cpa, "stats": r.stats,
-             "cycles_per_access": r.cycles_per_access}
+            {
+                "policy": r.policy,
+                "meminfo": r.meminfo,
+                "vmstat": r.vmstat,
+                "table_pages": r.table_pages,
+                "cpa": r.cpa,
+                "stats": r.stats,
+                "cycles_per_access": r.cycles_per_access,
+            }
             for r in results
         ],
     }

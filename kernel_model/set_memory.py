@@ -56,8 +56,14 @@ CPA_WARN_LEVEL = CPA_PROTECT
 TLB_FLUSH_ALL = -1
 TLB_SINGLE_PAGE_FLUSH_CEILING = 33
 
-_P, _RW, _NX, _PSE, _G, _D = (pt._PAGE_PRESENT, pt._PAGE_RW, pt._PAGE_NX, pt._PAGE_PSE,
-                              pt._PAGE_GLOBAL, pt._PAGE_DIRTY)
+_P, _RW, _NX, _PSE, _G, _D = (
+    pt._PAGE_PRESENT,
+    pt._PAGE_RW,
+    pt._PAGE_NX,
+    pt._PAGE_PSE,
+    pt._PAGE_GLOBAL,
+    pt._PAGE_DIRTY,
+)
 _PROTNONE = _G  # on a non-present entry bit 8 means _PAGE_PROTNONE
 
 
@@ -90,9 +96,12 @@ class CpaStats:
     mb_preserved: int = 0
     set_checked_4k: int = 0
     # model counters (2.8: count each kind separately)
-    splits: dict[int, int] = field(default_factory=lambda: {PG_LEVEL_1G: 0, PG_LEVEL_2M: 0})
+    splits: dict[int, int] = field(
+        default_factory=lambda: {PG_LEVEL_1G: 0, PG_LEVEL_2M: 0}
+    )
     collapses: dict[int, int] = field(
-        default_factory=lambda: {PG_LEVEL_1G: 0, PG_LEVEL_2M: 0})
+        default_factory=lambda: {PG_LEVEL_1G: 0, PG_LEVEL_2M: 0}
+    )
     split_flushes: int = 0
     ranged_flushes: int = 0
     ranged_flush_pages: int = 0
@@ -131,8 +140,12 @@ class CPA:
         kernel_set_to_readonly: set by mark_rodata_ro.
     """
 
-    def __init__(self, machine: Machine, merge: str = "linux",
-                 flush_ceiling: int = TLB_SINGLE_PAGE_FLUSH_CEILING) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        merge: str = "linux",
+        flush_ceiling: int = TLB_SINGLE_PAGE_FLUSH_CEILING,
+    ) -> None:
         if merge not in ("linux", "eager"):
             raise EmuValueError(f"merge={merge!r} must be 'linux' or 'eager'")
         if flush_ceiling < 0:
@@ -198,8 +211,9 @@ class CPA:
     def _overlaps(self, a0: int, a1: int, b0: int, b1: int) -> bool:
         return a0 <= b1 and b0 <= a1
 
-    def static_protections(self, prot: int, start: int, pfn: int, npg: int,
-                           lpsize: int, warnlvl: int) -> int:
+    def static_protections(
+        self, prot: int, start: int, pfn: int, npg: int, lpsize: int, warnlvl: int
+    ) -> int:
         """static_protections(): ``prot`` minus the bits a static rule forbids."""
         if not prot & _P:
             return prot
@@ -239,18 +253,36 @@ class CPA:
             return 0
         return _RW
 
-    def _check_conflict(self, warnlvl: int, prot: int, val: int, start: int, end: int,
-                        pfn: int, txt: str) -> None:
+    def _check_conflict(
+        self,
+        warnlvl: int,
+        prot: int,
+        val: int,
+        start: int,
+        end: int,
+        pfn: int,
+        txt: str,
+    ) -> None:
         if not val or not prot & val:
             return
         if warnlvl > CPA_WARN_LEVEL:
             return
         lvltxt = ("conflict", "protect", "detect")[warnlvl]
-        self._warn(f"CPA {lvltxt:>8} {txt:>10}: 0x{start:016x} - 0x{end:016x} PFN {pfn:x} "
-                   f"req {prot:016x} prevent {val:016x}")
+        self._warn(
+            f"CPA {lvltxt:>8} {txt:>10}: 0x{start:016x} - 0x{end:016x} PFN {pfn:x} "
+            f"req {prot:016x} prevent {val:016x}"
+        )
 
-    def verify_rwx(self, old: int, new: int, start: int, pfn: int, npg: int,
-                   nx_up: bool, rw_up: bool) -> int:
+    def verify_rwx(
+        self,
+        old: int,
+        new: int,
+        start: int,
+        pfn: int,
+        npg: int,
+        nx_up: bool,
+        rw_up: bool,
+    ) -> int:
         """verify_rwx(): warn (once) about a W^X change; 7.0 does not refuse it."""
         if not ((old ^ new) & (_RW | _NX)):
             return new
@@ -259,8 +291,11 @@ class CPA:
         if nx_up or not rw_up:
             return new
         end = start + npg * PAGE_SIZE - 1
-        self._warn(f"CPA detected W^X violation: {old:016x} -> {new:016x} range: "
-                   f"0x{start:016x} - 0x{end:016x} PFN {pfn:x}", once_key="wx")
+        self._warn(
+            f"CPA detected W^X violation: {old:016x} -> {new:016x} range: "
+            f"0x{start:016x} - 0x{end:016x} PFN {pfn:x}",
+            once_key="wx",
+        )
         return new
 
     @staticmethod
@@ -272,10 +307,16 @@ class CPA:
 
     # ---- the main loop (2.3, 2.4) -----------------------------------------------------------
 
-    def change_page_attr_set_clr(self, addr: int | Sequence[int], numpages: int,
-                                 mask_set: int, mask_clr: int, force_split: bool = False,
-                                 in_flag: int = 0,
-                                 pages: Sequence[int] | None = None) -> int:
+    def change_page_attr_set_clr(
+        self,
+        addr: int | Sequence[int],
+        numpages: int,
+        mask_set: int,
+        mask_clr: int,
+        force_split: bool = False,
+        in_flag: int = 0,
+        pages: Sequence[int] | None = None,
+    ) -> int:
         """change_page_attr_set_clr() (2.3): returns 0 or -errno."""
         if isinstance(numpages, bool) or not isinstance(numpages, int) or numpages < 0:
             raise EmuValueError(f"numpages={numpages!r} must be a non-negative integer")
@@ -306,9 +347,15 @@ class CPA:
                 self._warn(f"CPA: misaligned address {addr:#x}", once_key="misaligned")
                 addr &= ~(PAGE_SIZE - 1)
             vaddr = [addr]
-        cpa = CpaData(vaddr=vaddr, mask_set=mask_set, mask_clr=mask_clr, numpages=numpages,
-                      flags=in_flag, pages=list(pages[:numpages]) if pages else None,
-                      force_split=force_split)
+        cpa = CpaData(
+            vaddr=vaddr,
+            mask_set=mask_set,
+            mask_clr=mask_clr,
+            numpages=numpages,
+            flags=in_flag,
+            pages=list(pages[:numpages]) if pages else None,
+            force_split=force_split,
+        )
         self.stats.vm_unmap_aliases += 1  # vm_unmap_aliases() before the walk
         self._touched = []
         ret = self._change_page_attr_set_clr(cpa, primary=True)
@@ -356,16 +403,20 @@ class CPA:
                 old_prot = pt.pte_flags(old)
                 pfn = pt.pte_pfn(old)
                 new_prot = (old_prot & ~cpa.mask_clr) | cpa.mask_set
-                new_prot = self.static_protections(new_prot, address, pfn, 1, 0,
-                                                   CPA_PROTECT)
-                new_prot = self.verify_rwx(old_prot, new_prot, address, pfn, 1,
-                                           look.nx, look.rw)
+                new_prot = self.static_protections(
+                    new_prot, address, pfn, 1, 0, CPA_PROTECT
+                )
+                new_prot = self.verify_rwx(
+                    old_prot, new_prot, address, pfn, 1, look.nx, look.rw
+                )
                 new_prot = self.clear_protnone_bits(new_prot)
                 self.stats.set_checked_4k += 1
                 new = (pfn << 12) | new_prot
                 if new != old:
                     assert look.entry_pa is not None
-                    self.pt.write(look.entry_pa & ~0xFFF, (look.entry_pa & 0xFFF) // 8, new)
+                    self.pt.write(
+                        look.entry_pa & ~0xFFF, (look.entry_pa & 0xFFF) // 8, new
+                    )
                     cpa.flags |= CPA_FLUSHTLB
                 cpa.pfn = pfn
                 cpa.numpages = 1
@@ -388,19 +439,24 @@ class CPA:
             return 0
         if self._pfn_in_highmap(cpa.pfn):
             return -EFAULT  # faults in the high map are fine, and silent
-        self._warn(f"CPA: called for zero pte. vaddr = {vaddr:x} cpa->vaddr = "
-                   f"{cpa.vaddr[0]:x}")
+        self._warn(
+            f"CPA: called for zero pte. vaddr = {vaddr:x} cpa->vaddr = {cpa.vaddr[0]:x}"
+        )
         return -EFAULT
 
     # ---- large pages (2.6) -------------------------------------------------------------------
 
-    def should_split_large_page(self, look: pt.Lookup, address: int, cpa: CpaData) -> int:
+    def should_split_large_page(
+        self, look: pt.Lookup, address: int, cpa: CpaData
+    ) -> int:
         """should_split_large_page(): 0 handled in place, 1 split, < 0 error."""
         if cpa.force_split:
             return 1
         return self._should_split_large_page(look, address, cpa)
 
-    def _should_split_large_page(self, look: pt.Lookup, address: int, cpa: CpaData) -> int:
+    def _should_split_large_page(
+        self, look: pt.Lookup, address: int, cpa: CpaData
+    ) -> int:
         level = look.level
         old = look.entry
         assert old is not None and look.entry_pa is not None
@@ -429,11 +485,14 @@ class CPA:
         pfn = old_pfn + ((address & (psize - 1)) >> 12)
         cpa.pfn = pfn
         # a large page that already breaks a static protection must be split
-        chk = self.static_protections(old_prot, lpaddr, old_pfn, psize >> 12, psize,
-                                      CPA_CONFLICT)
+        chk = self.static_protections(
+            old_prot, lpaddr, old_pfn, psize >> 12, psize, CPA_CONFLICT
+        )
         if chk != old_prot:
-            self._warn(f"CPA: conflicting protections for large page at {lpaddr:#x}",
-                       once_key="conflict")
+            self._warn(
+                f"CPA: conflicting protections for large page at {lpaddr:#x}",
+                once_key="conflict",
+            )
             cpa.force_static_prot = True
             return 1
         if req_prot == old_prot:
@@ -444,10 +503,12 @@ class CPA:
             return 0
         if address != lpaddr or cpa.numpages != numpages:
             return 1
-        new_prot = self.static_protections(req_prot, lpaddr, old_pfn, numpages, psize,
-                                           CPA_DETECT)
-        new_prot = self.verify_rwx(old_prot, new_prot, lpaddr, old_pfn, numpages,
-                                   look.nx, look.rw)
+        new_prot = self.static_protections(
+            req_prot, lpaddr, old_pfn, numpages, psize, CPA_DETECT
+        )
+        new_prot = self.verify_rwx(
+            old_prot, new_prot, lpaddr, old_pfn, numpages, look.nx, look.rw
+        )
         if new_prot != req_prot:
             return 1
         new = (old_pfn << 12) | new_prot
@@ -480,8 +541,9 @@ class CPA:
         self._split_large_page(cpa, look, address, table)
         return 0
 
-    def _split_large_page(self, cpa: CpaData, look: pt.Lookup, address: int,
-                           table: int) -> None:
+    def _split_large_page(
+        self, cpa: CpaData, look: pt.Lookup, address: int, table: int
+    ) -> None:
         level = look.level
         old = look.entry
         assert old is not None and look.entry_pa is not None
@@ -505,11 +567,14 @@ class CPA:
             pfn = base_pfn + i * pfninc
             if cpa.force_static_prot:
                 if level == PG_LEVEL_2M:
-                    prot = self.static_protections(ref_prot, lpaddr + i * lpinc, pfn, 1,
-                                                   0, CPA_CONFLICT)
+                    prot = self.static_protections(
+                        ref_prot, lpaddr + i * lpinc, pfn, 1, 0, CPA_CONFLICT
+                    )
                 else:
-                    self._warn("CPA: Cannot fixup static protections for PUD split",
-                               once_key="pudfix")
+                    self._warn(
+                        "CPA: Cannot fixup static protections for PUD split",
+                        once_key="pudfix",
+                    )
             entries.append((pfn << 12) | prot)
         self.pt.write_table(table, np.array(entries, dtype=np.uint64))
         # accounting (1.7): only for virt_addr_valid addresses whose PFN is mapped
@@ -519,8 +584,11 @@ class CPA:
             self.m.split_page_count(level)
         self.stats.splits[level] += 1
         # the parent entry now points to the new table
-        self.pt.write(look.entry_pa & ~0xFFF, (look.entry_pa & 0xFFF) // 8,
-                      table | pt._KERNPG_TABLE)
+        self.pt.write(
+            look.entry_pa & ~0xFFF,
+            (look.entry_pa & 0xFFF) // 8,
+            table | pt._KERNPG_TABLE,
+        )
         # flush_tlb_all() on every CPU before any attribute changes (Intel's note)
         self.stats.split_flushes += 1
         if not self.skip_split_flush:
@@ -535,10 +603,14 @@ class CPA:
         vaddr = self._cpa_addr(cpa, cpa.curpage)
         if not self._in_direct_map(vaddr):
             laddr = self.m.va(cpa.pfn << 12)
-            alias = CpaData(vaddr=[laddr], mask_set=cpa.mask_set & ~_NX,
-                            mask_clr=cpa.mask_clr & ~_NX, numpages=cpa.numpages,
-                            flags=cpa.flags & ~(CPA_PAGES_ARRAY | CPA_ARRAY),
-                            pages=None)
+            alias = CpaData(
+                vaddr=[laddr],
+                mask_set=cpa.mask_set & ~_NX,
+                mask_clr=cpa.mask_clr & ~_NX,
+                numpages=cpa.numpages,
+                flags=cpa.flags & ~(CPA_PAGES_ARRAY | CPA_ARRAY),
+                pages=None,
+            )
             # alias_cpa is a copy: its CPA_FLUSHTLB does not reach the primary, which
             # flushes everything (force_flush_all) only if it changed something itself
             cpa.force_flush_all = True
@@ -548,9 +620,13 @@ class CPA:
         s = self.sym
         if not (s.text <= vaddr < s.brk_end) and self._pfn_in_highmap(cpa.pfn):
             temp = (cpa.pfn << 12) + self.m.layout.start_kernel_map - self.m.phys_base
-            alias = CpaData(vaddr=[temp], mask_set=cpa.mask_set & ~_NX,
-                            mask_clr=cpa.mask_clr & ~_NX, numpages=cpa.numpages,
-                            flags=cpa.flags & ~(CPA_PAGES_ARRAY | CPA_ARRAY))
+            alias = CpaData(
+                vaddr=[temp],
+                mask_set=cpa.mask_set & ~_NX,
+                mask_clr=cpa.mask_clr & ~_NX,
+                numpages=cpa.numpages,
+                flags=cpa.flags & ~(CPA_PAGES_ARRAY | CPA_ARRAY),
+            )
             cpa.force_flush_all = True
             self._change_page_attr_set_clr(alias, primary=False)  # result ignored
         return 0
@@ -581,7 +657,8 @@ class CPA:
 
     def flush_tlb_kernel_range(self, start: int, end: int) -> None:
         """flush_tlb_kernel_range() (arch/x86/mm/tlb.c): INVLPG each page on every CPU
-        up to the ceiling, else a full flush on every CPU."""
+        up to the ceiling, else a full flush on every CPU.
+        """
         if end == TLB_FLUSH_ALL or (end - start) > self.flush_ceiling << 12:
             self.cpa_flush_all()
             return
@@ -664,7 +741,9 @@ class CPA:
         new = (pfn0 << 12) | pt.pgprot_4k_2_large(flags0) | _PSE
         self.pt.write(pmd_table, pmd_idx, new)
         self._pending_free.append(pte_table)
-        if self.virt_addr_valid(addr) and self.m.direct.pfn_range_is_mapped(pfn0, pfn0 + 1):
+        if self.virt_addr_valid(addr) and self.m.direct.pfn_range_is_mapped(
+            pfn0, pfn0 + 1
+        ):
             self.m.collapse_page_count(PG_LEVEL_2M)
         self.stats.collapses[PG_LEVEL_2M] += 1
         return 1
@@ -693,7 +772,9 @@ class CPA:
                 return 0
         self._pending_free.append(pmd_table)
         self.pt.write(pud_table, pud_idx, (pfn0 << 12) | flags0)
-        if self.virt_addr_valid(addr) and self.m.direct.pfn_range_is_mapped(pfn0, pfn0 + 1):
+        if self.virt_addr_valid(addr) and self.m.direct.pfn_range_is_mapped(
+            pfn0, pfn0 + 1
+        ):
             self.m.collapse_page_count(PG_LEVEL_1G)
         self.stats.collapses[PG_LEVEL_1G] += 1
         return 1
@@ -768,12 +849,20 @@ class SetMemoryAPI:
 
     cpa: CPA
 
-    def _range(self, addr: int, numpages: int, mask_set: int, mask_clr: int,
-               flags: int = 0, force_split: bool = False) -> int:
+    def _range(
+        self,
+        addr: int,
+        numpages: int,
+        mask_set: int,
+        mask_clr: int,
+        flags: int = 0,
+        force_split: bool = False,
+    ) -> int:
         if isinstance(addr, bool) or not isinstance(addr, int):
             raise EmuValueError(f"addr={addr!r} must be an integer address")
-        return self.cpa.change_page_attr_set_clr(addr, numpages, mask_set, mask_clr,
-                                                 force_split, flags)
+        return self.cpa.change_page_attr_set_clr(
+            addr, numpages, mask_set, mask_clr, force_split, flags
+        )
 
     def set_memory_x(self, addr: int, numpages: int) -> int:
         """set_memory_x(): clear NX."""
@@ -819,23 +908,29 @@ class SetMemoryAPI:
         """set_memory_nonglobal(): clear G."""
         return self._range(addr, numpages, 0, _G)
 
-    def change_page_attr_set(self, addr: int | Sequence[int], numpages: int, mask: int,
-                             array: bool = False) -> int:
+    def change_page_attr_set(
+        self, addr: int | Sequence[int], numpages: int, mask: int, array: bool = False
+    ) -> int:
         """change_page_attr_set(): set ``mask`` (CPA_ARRAY when ``array``)."""
-        return self.cpa.change_page_attr_set_clr(addr, numpages, mask, 0, False,
-                                                 CPA_ARRAY if array else 0)
+        return self.cpa.change_page_attr_set_clr(
+            addr, numpages, mask, 0, False, CPA_ARRAY if array else 0
+        )
 
-    def change_page_attr_clear(self, addr: int | Sequence[int], numpages: int, mask: int,
-                               array: bool = False) -> int:
+    def change_page_attr_clear(
+        self, addr: int | Sequence[int], numpages: int, mask: int, array: bool = False
+    ) -> int:
         """change_page_attr_clear(): clear ``mask`` (CPA_ARRAY when ``array``)."""
-        return self.cpa.change_page_attr_set_clr(addr, numpages, 0, mask, False,
-                                                 CPA_ARRAY if array else 0)
+        return self.cpa.change_page_attr_set_clr(
+            addr, numpages, 0, mask, False, CPA_ARRAY if array else 0
+        )
 
-    def change_page_attr_set_pages(self, pages: Sequence[int], mask_set: int,
-                                   mask_clr: int = 0) -> int:
+    def change_page_attr_set_pages(
+        self, pages: Sequence[int], mask_set: int, mask_clr: int = 0
+    ) -> int:
         """change_page_attr_set_clr() in CPA_PAGES_ARRAY mode over page frames."""
-        return self.cpa.change_page_attr_set_clr(0, len(pages), mask_set, mask_clr, False,
-                                                 CPA_PAGES_ARRAY, pages)
+        return self.cpa.change_page_attr_set_clr(
+            0, len(pages), mask_set, mask_clr, False, CPA_PAGES_ARRAY, pages
+        )
 
     def set_pages_ro(self, pfn: int, numpages: int) -> int:
         """set_pages_ro(): set_memory_ro on the page's direct-map address."""
@@ -850,10 +945,13 @@ class SetMemoryAPI:
             raise EmuValueError(f"page frame {pfn!r} must be a non-negative integer")
         if isinstance(numpages, bool) or not isinstance(numpages, int) or numpages < 0:
             raise EmuValueError(f"numpages={numpages!r} must be a non-negative integer")
-        cpa = CpaData(vaddr=[self.cpa.m.va(pfn << 12)],
-                      mask_set=(_P | _RW) if valid else 0,
-                      mask_clr=0 if valid else (_P | _RW | _D),
-                      numpages=numpages, flags=CPA_NO_CHECK_ALIAS)
+        cpa = CpaData(
+            vaddr=[self.cpa.m.va(pfn << 12)],
+            mask_set=(_P | _RW) if valid else 0,
+            mask_clr=0 if valid else (_P | _RW | _D),
+            numpages=numpages,
+            flags=CPA_NO_CHECK_ALIAS,
+        )
         return self.cpa._change_page_attr_set_clr(cpa, primary=True)
 
     def set_direct_map_invalid_noflush(self, pfn: int) -> int:

@@ -74,8 +74,14 @@ class Vmalloc:
             raise EmuMemoryError(f"no room for {size} bytes in [{start:#x}, {end:#x})")
         return addr
 
-    def vmalloc(self, size: int, *, huge: bool = False, prot: int | None = None,
-                module: bool = False) -> VmArea:
+    def vmalloc(
+        self,
+        size: int,
+        *,
+        huge: bool = False,
+        prot: int | None = None,
+        module: bool = False,
+    ) -> VmArea:
         """__vmalloc_node_range(): map ``size`` bytes (rounded up to pages, or to 2M
         with ``huge``) of fresh pages.
 
@@ -89,8 +95,11 @@ class Vmalloc:
         lay = self.m.layout
         unit = PMD_SIZE if huge else PAGE_SIZE
         size = -(-size // unit) * unit
-        start, end = ((lay.modules_vaddr, lay.modules_end) if module
-                      else (lay.vmalloc_start, lay.vmalloc_end + 1))
+        start, end = (
+            (lay.modules_vaddr, lay.modules_end)
+            if module
+            else (lay.vmalloc_start, lay.vmalloc_end + 1)
+        )
         addr = self._find_gap(start, end, size, unit)
         if prot is None:
             prot = self.m.page_kernel
@@ -117,8 +126,9 @@ class Vmalloc:
         self.areas[addr] = area
         return area
 
-    def vmap(self, pages: list[int], *, module: bool = False,
-             prot: int | None = None) -> VmArea:
+    def vmap(
+        self, pages: list[int], *, module: bool = False, prot: int | None = None
+    ) -> VmArea:
         """vmap(): map existing page frames (owned by the caller) contiguously.
 
         Raises:
@@ -129,11 +139,20 @@ class Vmalloc:
             raise EmuValueError("vmap needs at least one page")
         lay = self.m.layout
         size = len(pages) * PAGE_SIZE
-        start, end = ((lay.modules_vaddr, lay.modules_end) if module
-                      else (lay.vmalloc_start, lay.vmalloc_end + 1))
+        start, end = (
+            (lay.modules_vaddr, lay.modules_end)
+            if module
+            else (lay.vmalloc_start, lay.vmalloc_end + 1)
+        )
         addr = self._find_gap(start, end, size, PAGE_SIZE)
-        area = VmArea(addr, size, list(pages), False,
-                      self.m.page_kernel if prot is None else prot, owned=False)
+        area = VmArea(
+            addr,
+            size,
+            list(pages),
+            False,
+            self.m.page_kernel if prot is None else prot,
+            owned=False,
+        )
         try:
             self._map(area)
         except EmuMemoryError:
@@ -162,7 +181,11 @@ class Vmalloc:
         step = PMD_SIZE if area.huge else PAGE_SIZE
         for va in range(area.addr, area.addr + area.size, step):
             look = t.lookup_address(va)
-            if look.entry is not None and look.entry_pa is not None and look.level == level:
+            if (
+                look.entry is not None
+                and look.entry_pa is not None
+                and look.level == level
+            ):
                 t.write(look.entry_pa & ~0xFFF, (look.entry_pa & 0xFFF) // 8, 0)
             elif look.entry is not None and look.entry_pa is not None and look.entry:
                 # a huge area CPA split into 4K: clear the PTEs of this 2M
@@ -183,10 +206,13 @@ class Vmalloc:
         del self.areas[addr]
         self._unmap(area)
         npages = area.npages
-        self.m.cpus.shootdown(lambda mmu: [mmu.invlpg(area.addr + i * PAGE_SIZE)
-                                           for i in range(npages)]
-                              if npages <= self.m.config.flush_ceiling
-                              else mmu.flush_all(True))
+        self.m.cpus.shootdown(
+            lambda mmu: (
+                [mmu.invlpg(area.addr + i * PAGE_SIZE) for i in range(npages)]
+                if npages <= self.m.config.flush_ceiling
+                else mmu.flush_all(True)
+            )
+        )
         if not area.owned:  # vunmap(): the pages stay the caller's
             return
         order = 9 if area.huge else 0

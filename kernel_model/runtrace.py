@@ -1,0 +1,339 @@
+"""``mmulab run-trace``: a traced process's accesses through a CPU's MMU.
+
+The trace is read in chunks (``emu.trace.read``); each chunk goes to ``MMU.run`` in one
+C call that stops at the first fault; a user-half fault on an unmapped page is demand
+paging (``Process.handle_fault``) and the access is retried, so Python runs once per
+fault, never per access.  Native trace events (map, unmap, flush, set_memory) act at
+their record positions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+import emu
+import emu.trace
+from emu.errors import EmuValueError
+from emu.mmu import MMU_RESULT_DTYPE
+from kernel_model.machine import Machine
+from kernel_model.process import Process
+
+VEC_PF = 14
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration, echoed in the JSON output."""
+
+    traces: list[str]
+    format: str = "auto"
+    cpu: str = "skylake"
+    levels: int = 4
+    pages: str = "4k"
+    placement: str = "buddy"
+    ram: str = "16G"
+    warmup: int = 0
+    limit: int | None = None
+    interval: int | None = None
+    seed: int = 1
+    skip_bad: bool = False
+
+
+@dataclass
+class RunResult:
+    """What a run measured."""
+
+    config: RunConfig
+    records: dict[str, int] = field(default_factory=dict)
+    accesses: int = 0
+    instructions: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    footprint: dict[str, int] = field(default_factory=dict)
+    crossings: int = 0
+    series: list[dict[str, int]] = field(default_factory=list)
+
+
+class TraceRunner:
+    """Drives trace chunks through one MMU with demand paging.
+
+    Args:
+        cfg: the run configuration.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        if cfg.levels not in (4, 5):
+            raise EmuValueError(f"--levels {cfg.levels}: must be 4 or 5")
+        self.cfg = cfg
+        self.m = Machine(ram=cfg.ram, cpu=cfg.cpu, la57=cfg.levels == 5, ncpus=1)
+        self.proc = Process(self.m, pages=cfg.pages, placement=cfg.placement,
+                            seed=cfg.seed)
+        self.mmu = self.m.mmus[0]
+        self.mmu.write_cr3(self.proc.cr3)
+        self.result = RunResult(config=cfg)
+        self.result.records = {"read": 0, "write": 0, "fetch": 0}
+        self._seen = 0  # accesses driven so far (warm-up included)
+        self._counted_from = cfg.warmup
+        self._series_next = cfg.interval
+        self._base = self.mmu.stats
+
+    # ---- driving ------------------------------------------------------------------------
+
+    def _run_slice(self, vas: np.ndarray[Any, Any], kinds: np.ndarray[Any, Any],
+                   sizes: np.ndarray[Any, Any]) -> None:
+        """All accesses of a slice, handling demand-paging faults."""
+        out = np.zeros(len(vas), dtype=MMU_RESULT_DTYPE)
+        i = 0
+        n = len(vas)
+        while i < n:
+            res = self.mmu.run(vas[i:], kinds[i:], user=True, sizes=sizes[i:],
+                               out=out[i:], stop_on_fault=True)
+            done = res["accesses"]
+            if done == 0:
+                break
+            last = out[i + done - 1]
+            if last["vector"] == VEC_PF:
+                va = int(vas[i + done - 1])
+                if last["crossed"] == 2:
+                    va = (va | 0xFFF) + 1
+                if self.proc.is_user(va) and not self.proc.pt.lookup_address(va).entry:
+                    self.proc.handle_fault(va)
+                    i += done - 1  # retry the faulting access
+                    continue
+            i += done
+
+    def feed(self, chunk: np.ndarray[Any, Any]) -> bool:
+        """Run one chunk; returns False once the limit is reached."""
+        vas = np.ascontiguousarray(chunk["addr"])
+        kinds = np.ascontiguousarray(chunk["kind"])
+        sizes = np.ascontiguousarray(chunk["size"])
+        if self.cfg.limit is not None:
+            room = self.cfg.warmup + self.cfg.limit - self._seen
+            if room <= 0:
+                return False
+            vas, kinds, sizes = vas[:room], kinds[:room], sizes[:room]
+        pos = 0
+        while pos < len(vas):
+            # cut at the end of the warm-up and at interval boundaries
+            cut = len(vas)
+            if self._seen < self._counted_from:
+                cut = min(cut, pos + self._counted_from - self._seen)
+            elif self._series_next is not None:
+                cut = min(cut, pos + self._counted_from + self._series_next - self._seen)
+            sl = slice(pos, max(cut, pos + 1))
+            self._run_slice(vas[sl], kinds[sl], sizes[sl])
+            counted = self._seen >= self._counted_from
+            if counted:
+                k = kinds[sl]
+                self.result.records["read"] += int(np.count_nonzero(k == 0))
+                self.result.records["write"] += int(np.count_nonzero(k == 1))
+                self.result.records["fetch"] += int(np.count_nonzero(k == 2))
+            self._seen += sl.stop - sl.start
+            pos = sl.stop
+            if self._seen == self._counted_from and not counted:
+                self.mmu.reset()
+                self._base = self.mmu.stats
+            if (counted and self._series_next is not None
+                    and self._seen - self._counted_from >= self._series_next):
+                self._snapshot()
+                assert self.cfg.interval is not None
+                self._series_next += self.cfg.interval
+        return self.cfg.limit is None or self._seen < self.cfg.warmup + self.cfg.limit
+
+    def _snapshot(self) -> None:
+        s = self.mmu.stats
+        row = {"accesses": self._seen - self._counted_from}
+        for k in ("dTLB-load-misses", "dTLB-store-misses", "iTLB-load-misses",
+                  "dtlb_load_misses.walk_completed", "dtlb_store_misses.walk_completed",
+                  "itlb_misses.walk_completed", "walk_cycles", "translation_cycles",
+                  "page_faults"):
+            row[k] = s[k]
+        self.result.series.append(row)
+
+    def apply_event(self, ev: emu.trace.TraceEvent) -> None:
+        """A native-trace event: map, unmap, flush or set_memory."""
+        if isinstance(ev, emu.trace.MapEvent):
+            for va in range(ev.addr & ~0xFFF, ev.addr + ev.length, 4096):
+                if not self.proc.pt.lookup_address(va).entry:
+                    self.proc.handle_fault(va)
+        elif isinstance(ev, emu.trace.UnmapEvent):
+            for b in self.proc.unmap(ev.addr, ev.length):
+                self.mmu.invlpg(b)
+        elif isinstance(ev, emu.trace.FlushEvent):
+            if ev.scope == "va":
+                for i in range(ev.npages):
+                    self.mmu.invlpg(ev.addr + i * 4096)
+            elif ev.scope == "asid":
+                self.mmu.write_cr3(self.mmu.cr3)
+            else:
+                self.mmu.flush_all()
+        elif isinstance(ev, emu.trace.SetMemoryEvent):
+            fn = getattr(self.m, f"set_memory_{ev.attr}")
+            fn(ev.addr, ev.npages)
+
+    def finish(self, reader_stats: Any = None) -> RunResult:
+        """Collect the results."""
+        s = self.mmu.stats
+        r = self.result
+        r.stats = {k: v - (self._base.get(k, 0) if k != "accesses" else 0)
+                   for k, v in s.items()}
+        r.accesses = sum(r.records.values())
+        r.stats["accesses"] = r.accesses
+        r.instructions = r.records["fetch"]
+        r.faults = asdict(self.proc.stats) | {"total": self.proc.stats.total}
+        r.footprint = self.proc.footprint()
+        r.crossings = r.stats.get("page_crossings", 0)
+        return r
+
+
+def run(cfg: RunConfig, progress: TextIO | None = None) -> RunResult:
+    """Run every trace of ``cfg`` in order through one machine."""
+    runner = TraceRunner(cfg)
+    going = True
+    for path in cfg.traces:
+        reader = emu.trace.read(path, format=cfg.format, skip_bad=cfg.skip_bad)
+        with reader:
+            for events, chunk in reader.iter_with_events():
+                for ev in events:
+                    runner.apply_event(ev)
+                if len(chunk) and not runner.feed(chunk):
+                    going = False
+                    break
+                if progress is not None:
+                    progress.write(f"\r{runner._seen:,} accesses")
+                    progress.flush()
+        if not going:
+            break
+    if progress is not None:
+        progress.write("\n")
+    return runner.finish()
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:6.2f}%" if b else "      -"
+
+
+def format_report(r: RunResult) -> str:
+    """The human report: perf-style counters, ChampSim-style TLB lines, walks."""
+    s = r.stats
+    cfg = r.config
+    out: list[str] = []
+    out.append(f"mmulab run-trace: {', '.join(cfg.traces)} ({cfg.format})")
+    out.append(f"machine: {cfg.ram} RAM, {cfg.cpu}, {cfg.levels}-level paging, pages "
+               f"{cfg.pages}, placement {cfg.placement}, seed {cfg.seed}")
+    out.append(f"records: {r.records['read']:,} reads, {r.records['write']:,} writes, "
+               f"{r.records['fetch']:,} fetches (M counts as a read and a write); "
+               f"warm-up {cfg.warmup:,}")
+    out.append(f"footprint: {r.footprint['4k']:,} 4K, {r.footprint['2m']:,} 2M, "
+               f"{r.footprint['1g']:,} 1G pages mapped; {r.crossings:,} page-crossing "
+               f"accesses; {r.faults['total']:,} demand-paging faults")
+    out.append("")
+
+    def perf(value: int, name: str, note: str = "") -> None:
+        out.append(f"{value:>15,}      {name:<38}{note}")
+
+    perf(s["dTLB-loads"], "dTLB-loads")
+    perf(s["dTLB-load-misses"], "dTLB-load-misses",
+         f"#{_pct(s['dTLB-load-misses'], s['dTLB-loads'])} of all dTLB cache accesses")
+    perf(s["dTLB-stores"], "dTLB-stores")
+    perf(s["dTLB-store-misses"], "dTLB-store-misses",
+         f"#{_pct(s['dTLB-store-misses'], s['dTLB-stores'])} of all dTLB cache accesses")
+    perf(s["iTLB-loads"], "iTLB-loads")
+    perf(s["iTLB-load-misses"], "iTLB-load-misses",
+         f"#{_pct(s['iTLB-load-misses'], s['iTLB-loads'])} of all iTLB cache accesses")
+    for side in ("dtlb_load_misses", "dtlb_store_misses", "itlb_misses"):
+        for ev in ("stlb_hit", "miss_causes_a_walk", "walk_completed",
+                   "walk_completed_4k", "walk_completed_2m_4m", "walk_completed_1g"):
+            perf(s[f"{side}.{ev}"], f"{side}.{ev}")
+    out.append("")
+
+    def champsim(name: str, kind: str, access: int, miss: int) -> None:
+        out.append(f"cpu0->cpu0_{name} {kind:<12s} ACCESS: {access:10d} HIT: "
+                   f"{access - miss:10d} MISS: {miss:10d} MSHR_MERGE: {0:10d}")
+
+    loads, stores, fetches = s["dTLB-loads"], s["dTLB-stores"], s["iTLB-loads"]
+    lmiss, smiss, imiss = s["dTLB-load-misses"], s["dTLB-store-misses"], s["iTLB-load-misses"]
+    champsim("DTLB", "TOTAL", loads + stores, lmiss + smiss)
+    champsim("DTLB", "LOAD", loads, lmiss)
+    champsim("DTLB", "RFO", stores, smiss)
+    champsim("ITLB", "TOTAL", fetches, imiss)
+    champsim("ITLB", "LOAD", fetches, imiss)
+    l2_walks = {k: s[f"{k}.miss_causes_a_walk"]
+                for k in ("dtlb_load_misses", "dtlb_store_misses", "itlb_misses")}
+    champsim("STLB", "TOTAL", lmiss + smiss + imiss, sum(l2_walks.values()))
+    champsim("STLB", "LOAD", lmiss + imiss,
+             l2_walks["dtlb_load_misses"] + l2_walks["itlb_misses"])
+    champsim("STLB", "RFO", smiss, l2_walks["dtlb_store_misses"])
+    out.append("")
+    walks = sum(l2_walks.values())
+    refs = {lv: s[f"walk_ref.{lv}"] for lv in ("pml5", "pml4", "pdpt", "pd", "pt")}
+    out.append(f"walks: {walks:,} (+{s['dirty_bit_walks']:,} to set D); walk memory "
+               f"references: " + ", ".join(f"{k} {v:,}" for k, v in refs.items()
+                                            if k != "pml5" or v))
+    out.append(f"paging-structure cache hits: " + ", ".join(
+        f"{k} {s[f'psc_hit.{k}']:,}" for k in ("pml5", "pml4", "pdpt", "pd")) +
+        f"; misses {s['psc_miss']:,}")
+    acc = max(s["accesses"], 1)
+    out.append(f"walk cycles: {s['walk_cycles']:,}; translation cycles: "
+               f"{s['translation_cycles']:,} ({s['translation_cycles'] / acc:.3f} per "
+               "access)")
+    if r.instructions:
+        k = r.instructions / 1000.0
+        out.append(f"MPKI ({r.instructions:,} instructions = fetch records): "
+                   f"dTLB {(lmiss + smiss) / k:.3f}, iTLB {imiss / k:.3f}, "
+                   f"STLB {walks / k:.3f}")
+    out.append(f"page faults: {s['page_faults']:,} (demand paging {r.faults['total']:,}: "
+               f"4K {r.faults['faults_4k']:,}, 2M {r.faults['faults_2m']:,}, "
+               f"1G {r.faults['faults_1g']:,}, huge-page fallbacks "
+               f"{r.faults['fallbacks']:,})")
+    return "\n".join(out) + "\n"
+
+
+def to_json(r: RunResult) -> dict[str, Any]:
+    """The --json object: records, accesses, stats, config (and more)."""
+    return {
+        "records": r.records,
+        "accesses": r.accesses,
+        "instructions": r.instructions,
+        "stats": r.stats,
+        "faults": r.faults,
+        "footprint": r.footprint,
+        "config": asdict(r.config),
+        "series": r.series,
+    }
+
+
+def write_csv(r: RunResult, f: TextIO) -> None:
+    """The time series (or one total row) as CSV."""
+    rows = r.series or [{"accesses": r.accesses, **{k: r.stats[k] for k in (
+        "dTLB-load-misses", "dTLB-store-misses", "iTLB-load-misses",
+        "dtlb_load_misses.walk_completed", "dtlb_store_misses.walk_completed",
+        "itlb_misses.walk_completed", "walk_cycles", "translation_cycles",
+        "page_faults")}}]
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+
+
+def main_run_trace(a: Any) -> int:
+    """The CLI handler (arguments from kernel_model.cli)."""
+    cfg = RunConfig(traces=list(a.traces), format=a.format, cpu=a.cpu, levels=a.levels,
+                    pages={"never": "4k", "always": "thp"}.get(a.thp, a.thp),
+                    placement=a.placement, ram=a.ram, warmup=a.warmup, limit=a.limit,
+                    interval=a.interval, seed=a.seed, skip_bad=a.skip_bad)
+    progress = sys.stderr if sys.stderr.isatty() and not a.quiet else None
+    r = run(cfg, progress)
+    sys.stdout.write(format_report(r))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(to_json(r), f, indent=2)
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            write_csv(r, f)
+    return 0
