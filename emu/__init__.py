@@ -22,7 +22,6 @@ from emu.walkargs import WalkResult
 __all__ = [
     "MMU",
     "CPUSet",
-    "TLBConfig",
     "EmuError",
     "EmuMemoryError",
     "EmuValueError",
@@ -30,6 +29,7 @@ __all__ = [
     "PageFault",
     "PhysMem",
     "StaleBuildError",
+    "TLBConfig",
     "WalkResult",
     "arch",
     "walk",

@@ -18,7 +18,8 @@ from emu import arch
 from emu.errors import EmuError, EmuMemoryError, EmuValueError, StaleBuildError
 
 try:
-    from emu._core import ffi, lib
+    from emu._core import ffi as ffi
+    from emu._core import lib as lib
 except ImportError as exc:  # pragma: no cover - exercised only without a build
     raise ImportError(
         f"mmulab's C core is not built ({exc}); run: pip install -e ."
@@ -85,33 +86,63 @@ def _check_layout(cname: str, dtype: np.dtype[Any]) -> None:
             raise ImportError(f"{cname}.{name}: C offset != numpy offset {off}")
         csize = ffi.sizeof(dict(ctype.fields)[name].type)
         if csize != ftype.itemsize:
-            raise ImportError(f"{cname}.{name}: C size {csize} != numpy {ftype.itemsize}")
+            raise ImportError(
+                f"{cname}.{name}: C size {csize} != numpy {ftype.itemsize}"
+            )
 
 
 def _check_constants() -> None:
     pairs = {
-        "LVL_PT": "EMU_LVL_PT", "LVL_PD": "EMU_LVL_PD", "LVL_PDPT": "EMU_LVL_PDPT",
-        "LVL_PML4": "EMU_LVL_PML4", "LVL_PML5": "EMU_LVL_PML5",
-        "PTE_P": "EMU_PTE_P", "PTE_RW": "EMU_PTE_RW", "PTE_US": "EMU_PTE_US",
-        "PTE_PWT": "EMU_PTE_PWT", "PTE_PCD": "EMU_PTE_PCD", "PTE_A": "EMU_PTE_A",
-        "PTE_D": "EMU_PTE_D", "PTE_PS": "EMU_PTE_PS", "PTE_PAT": "EMU_PTE_PAT",
-        "PTE_G": "EMU_PTE_G", "PTE_PAT_LARGE": "EMU_PTE_PAT_LARGE",
-        "PTE_PKEY_SHIFT": "EMU_PTE_PKEY_SHIFT", "PTE_NX_SHIFT": "EMU_PTE_NX_SHIFT",
+        "LVL_PT": "EMU_LVL_PT",
+        "LVL_PD": "EMU_LVL_PD",
+        "LVL_PDPT": "EMU_LVL_PDPT",
+        "LVL_PML4": "EMU_LVL_PML4",
+        "LVL_PML5": "EMU_LVL_PML5",
+        "PTE_P": "EMU_PTE_P",
+        "PTE_RW": "EMU_PTE_RW",
+        "PTE_US": "EMU_PTE_US",
+        "PTE_PWT": "EMU_PTE_PWT",
+        "PTE_PCD": "EMU_PTE_PCD",
+        "PTE_A": "EMU_PTE_A",
+        "PTE_D": "EMU_PTE_D",
+        "PTE_PS": "EMU_PTE_PS",
+        "PTE_PAT": "EMU_PTE_PAT",
+        "PTE_G": "EMU_PTE_G",
+        "PTE_PAT_LARGE": "EMU_PTE_PAT_LARGE",
+        "PTE_PKEY_SHIFT": "EMU_PTE_PKEY_SHIFT",
+        "PTE_NX_SHIFT": "EMU_PTE_NX_SHIFT",
         "PA_BITS_MAX": "EMU_PA_BITS_MAX",
-        "ACC_READ": "EMU_ACC_READ", "ACC_WRITE": "EMU_ACC_WRITE",
-        "ACC_FETCH": "EMU_ACC_FETCH", "ACC_KIND_MASK": "EMU_ACC_KIND_MASK",
-        "ACC_USER": "EMU_ACC_USER", "ACC_IMPLICIT": "EMU_ACC_IMPLICIT",
-        "PF_P": "EMU_PF_P", "PF_W": "EMU_PF_W", "PF_U": "EMU_PF_U",
-        "PF_RSVD": "EMU_PF_RSVD", "PF_I": "EMU_PF_I", "PF_PK": "EMU_PF_PK",
-        "VEC_NONE": "EMU_VEC_NONE", "VEC_GP": "EMU_VEC_GP", "VEC_PF": "EMU_VEC_PF",
-        "WF_WP": "EMU_WF_WP", "WF_NXE": "EMU_WF_NXE", "WF_SMEP": "EMU_WF_SMEP",
-        "WF_SMAP": "EMU_WF_SMAP", "WF_AC": "EMU_WF_AC", "WF_LA57": "EMU_WF_LA57",
-        "WF_PKE": "EMU_WF_PKE", "WF_A_QEMU": "EMU_WF_A_QEMU",
-        "WF_NO_1G": "EMU_WF_NO_1G", "WF_AMD": "EMU_WF_AMD",
+        "ACC_READ": "EMU_ACC_READ",
+        "ACC_WRITE": "EMU_ACC_WRITE",
+        "ACC_FETCH": "EMU_ACC_FETCH",
+        "ACC_KIND_MASK": "EMU_ACC_KIND_MASK",
+        "ACC_USER": "EMU_ACC_USER",
+        "ACC_IMPLICIT": "EMU_ACC_IMPLICIT",
+        "PF_P": "EMU_PF_P",
+        "PF_W": "EMU_PF_W",
+        "PF_U": "EMU_PF_U",
+        "PF_RSVD": "EMU_PF_RSVD",
+        "PF_I": "EMU_PF_I",
+        "PF_PK": "EMU_PF_PK",
+        "VEC_NONE": "EMU_VEC_NONE",
+        "VEC_GP": "EMU_VEC_GP",
+        "VEC_PF": "EMU_VEC_PF",
+        "WF_WP": "EMU_WF_WP",
+        "WF_NXE": "EMU_WF_NXE",
+        "WF_SMEP": "EMU_WF_SMEP",
+        "WF_SMAP": "EMU_WF_SMAP",
+        "WF_AC": "EMU_WF_AC",
+        "WF_LA57": "EMU_WF_LA57",
+        "WF_PKE": "EMU_WF_PKE",
+        "WF_A_QEMU": "EMU_WF_A_QEMU",
+        "WF_NO_1G": "EMU_WF_NO_1G",
+        "WF_AMD": "EMU_WF_AMD",
     }
     for py, c in pairs.items():
         if getattr(arch, py) != getattr(lib, c):
-            raise ImportError(f"arch.{py}={getattr(arch, py)} but C {c}={getattr(lib, c)}")
+            raise ImportError(
+                f"arch.{py}={getattr(arch, py)} but C {c}={getattr(lib, c)}"
+            )
 
 
 _check_constants()

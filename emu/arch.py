@@ -18,8 +18,13 @@ LVL_PD = 2  # page directory: PDE with PS=1 maps 2 MiB
 LVL_PDPT = 3  # page-directory-pointer table: PDPTE with PS=1 maps 1 GiB
 LVL_PML4 = 4
 LVL_PML5 = 5  # only with CR4.LA57
-LEVEL_NAMES = {LVL_PT: "PTE", LVL_PD: "PDE", LVL_PDPT: "PDPTE", LVL_PML4: "PML4E",
-               LVL_PML5: "PML5E"}
+LEVEL_NAMES = {
+    LVL_PT: "PTE",
+    LVL_PD: "PDE",
+    LVL_PDPT: "PDPTE",
+    LVL_PML4: "PML4E",
+    LVL_PML5: "PML5E",
+}
 
 # Page-table entry bits (SDM 3A Tables 4-15..4-20).
 PTE_P = 1 << 0  # P: present
@@ -99,7 +104,7 @@ def is_canonical(va: int, la57: bool = False) -> bool:
 
 
 def pte_pfn(pte: int) -> int:
-    """Frame number held in bits 51:12 of an entry (PAT bit of large leaves included)."""
+    """Frame number in bits 51:12 of an entry (a large leaf's PAT bit included)."""
     return (pte & PTE_ADDR_MASK) >> PAGE_SHIFT
 
 

@@ -103,8 +103,10 @@ class TLBConfig:
     arrays: tuple[TLBArray, ...]
     psc: dict[int, tuple[int, int]] = field(
         default_factory=lambda: {
-            arch.LVL_PML5: (1, 2), arch.LVL_PML4: (1, 4),
-            arch.LVL_PDPT: (2, 4), arch.LVL_PD: (4, 8),
+            arch.LVL_PML5: (1, 2),
+            arch.LVL_PML4: (1, 4),
+            arch.LVL_PDPT: (2, 4),
+            arch.LVL_PD: (4, 8),
         }
     )
     pte_cache: tuple[int, int] | None = (1024, 16)
@@ -164,17 +166,29 @@ class TLBConfig:
         return {
             "name": self.name,
             "arrays": [
-                {"name": a.name, "role": a.role, "sizes": list(a.sizes),
-                 "entries": a.entries, "ways": a.ways, "policy": a.policy}
+                {
+                    "name": a.name,
+                    "role": a.role,
+                    "sizes": list(a.sizes),
+                    "entries": a.entries,
+                    "ways": a.ways,
+                    "policy": a.policy,
+                }
                 for a in self.arrays
             ],
             "psc": {str(k): list(v) for k, v in sorted(self.psc.items())},
             "pte_cache": list(self.pte_cache) if self.pte_cache else None,
-            "l1_hit": self.l1_hit, "l2_hit": self.l2_hit, "walk_ref": self.walk_ref,
-            "pte_hit": self.pte_hit, "pte_miss": self.pte_miss,
-            "walkers": self.walkers, "vendor": self.vendor,
-            "maxphyaddr": self.maxphyaddr, "gbpages": self.gbpages,
-            "policy_seed": self.policy_seed, "source": self.source,
+            "l1_hit": self.l1_hit,
+            "l2_hit": self.l2_hit,
+            "walk_ref": self.walk_ref,
+            "pte_hit": self.pte_hit,
+            "pte_miss": self.pte_miss,
+            "walkers": self.walkers,
+            "vendor": self.vendor,
+            "maxphyaddr": self.maxphyaddr,
+            "gbpages": self.gbpages,
+            "policy_seed": self.policy_seed,
+            "source": self.source,
         }
 
     @classmethod
@@ -189,7 +203,7 @@ class TLBConfig:
         """
         d = dict(d)
         base = d.pop("base", None)
-        start = preset(base).to_dict() if base else {"name": "custom"}
+        start: dict[str, Any] = preset(base).to_dict() if base else {"name": "custom"}
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -200,8 +214,10 @@ class TLBConfig:
         try:
             arrays = tuple(
                 TLBArray(
-                    name=str(a.get("name", f"array{i}")), role=str(a["role"]),
-                    sizes=tuple(a["sizes"]), entries=int(a["entries"]),
+                    name=str(a.get("name", f"array{i}")),
+                    role=str(a["role"]),
+                    sizes=tuple(a["sizes"]),
+                    entries=int(a["entries"]),
                     ways=int(a.get("ways", a["entries"])),
                     policy=str(a.get("policy", "lru")),
                 )
@@ -212,9 +228,15 @@ class TLBConfig:
         psc_raw = start.get("psc", {})
         psc = {int(k): (int(v[0]), int(v[1])) for k, v in psc_raw.items()}
         pc = start.get("pte_cache")
-        kwargs = {k: v for k, v in start.items() if k not in ("arrays", "psc", "pte_cache")}
-        cfg = cls(arrays=arrays, psc=psc,
-                  pte_cache=(int(pc[0]), int(pc[1])) if pc else None, **kwargs)
+        kwargs = {
+            k: v for k, v in start.items() if k not in ("arrays", "psc", "pte_cache")
+        }
+        cfg = cls(
+            arrays=arrays,
+            psc=psc,
+            pte_cache=(int(pc[0]), int(pc[1])) if pc else None,
+            **kwargs,
+        )
         cfg.check()
         return cfg
 
@@ -234,7 +256,7 @@ def _a(name: str, role: str, sizes: str, entries: int, ways: int) -> TLBArray:
 
 
 PRESETS: dict[str, TLBConfig] = {
-    # Intel opt. manual (doc 248966) Table 2-15: ITLB rows [S], the rest [M]; 2 walkers [S].
+    # Intel opt. manual (doc 248966) Table 2-15: ITLB rows [S], rest [M]; 2 walkers [S].
     "skylake": TLBConfig(
         name="skylake",
         arrays=(
@@ -246,7 +268,9 @@ PRESETS: dict[str, TLBConfig] = {
             _a("STLB", "l2", "4K+2M", 1536, 12),
             _a("STLB-1G", "l2", "1G", 16, 4),
         ),
-        l2_hit=9, walkers=2, source="Intel opt. manual Table 2-15 [S/M]; PSCs: ChampSim "
+        l2_hit=9,
+        walkers=2,
+        source="Intel opt. manual Table 2-15 [S/M]; PSCs: ChampSim "
         "defaults [?]; STLB latency [M][?]",
     ),
     # Ice Lake / Sunny Cove [M]; the 1G STLB (1024/8w) and walker count are [?].
@@ -262,7 +286,9 @@ PRESETS: dict[str, TLBConfig] = {
             _a("STLB", "l2", "4K+2M", 2048, 16),
             _a("STLB-1G", "l2", "1G", 1024, 8),  # [?]
         ),
-        l2_hit=9, walkers=2, source="reference x86-paging.md section 4 [M], 1G STLB [?]",
+        l2_hit=9,
+        walkers=2,
+        source="reference x86-paging.md section 4 [M], 1G STLB [?]",
     ),
     # Golden Cove (Alder Lake P-core, Sapphire Rapids) [M]: 96-entry L1 DTLB and
     # 2048-entry STLB measured by Chips and Cheese; 1G STLB [?]; 4 walkers [M].
@@ -278,7 +304,9 @@ PRESETS: dict[str, TLBConfig] = {
             _a("STLB", "l2", "4K+2M", 2048, 16),
             _a("STLB-1G", "l2", "1G", 1024, 8),  # [?]
         ),
-        l2_hit=8, walkers=4, source="reference x86-paging.md section 4 [M], 1G STLB [?]",
+        l2_hit=8,
+        walkers=4,
+        source="reference x86-paging.md section 4 [M], 1G STLB [?]",
     ),
     # AMD Zen 2 (SOG doc 56305): 64-entry FA L1 TLBs for all sizes; 512/8w L2 ITLB and
     # L2 DTLB for 4K/2M where 1G pages are smashed into 2M entries.  The reference gives
@@ -293,10 +321,13 @@ PRESETS: dict[str, TLBConfig] = {
             _a("L1D", "l1d", "4K+2M+1G", 64, 64),
             _a("L2D", "l2", "4K+2M", 2048, 16),
         ),
-        l2_hit=7, walkers=2, vendor="amd", maxphyaddr=48,
+        l2_hit=7,
+        walkers=2,
+        vendor="amd",
+        maxphyaddr=48,
         source="AMD SOG 56305 via 7-cpu/WikiChip [S-ish]; L2 ways [?]",
     ),
-    # Zen 3 (doc 56665): as Zen 2 with 6 walkers [M]; L2 DTLB 16-way [?], 1G smashed [?].
+    # Zen 3 (doc 56665): as Zen 2, 6 walkers [M]; L2 DTLB 16-way [?], 1G smashed [?].
     "zen3": TLBConfig(
         name="zen3",
         arrays=(
@@ -305,7 +336,10 @@ PRESETS: dict[str, TLBConfig] = {
             _a("L1D", "l1d", "4K+2M+1G", 64, 64),
             _a("L2D", "l2", "4K+2M", 2048, 16),
         ),
-        l2_hit=7, walkers=6, vendor="amd", maxphyaddr=48,
+        l2_hit=7,
+        walkers=6,
+        vendor="amd",
+        maxphyaddr=48,
         source="reference x86-paging.md section 4 [M]; L2 ways [?]",
     ),
     # Zen 4 (doc 57647): 72-entry FA L1 DTLB, 3072/24w L2 DTLB [M]; 1G handling [?].
@@ -317,11 +351,15 @@ PRESETS: dict[str, TLBConfig] = {
             _a("L1D", "l1d", "4K+2M+1G", 72, 72),
             _a("L2D", "l2", "4K+2M", 3072, 24),
         ),
-        l2_hit=7, walkers=6, vendor="amd", maxphyaddr=48,
+        l2_hit=7,
+        walkers=6,
+        vendor="amd",
+        maxphyaddr=48,
         source="reference x86-paging.md section 4; Chips and Cheese [M]; 1G [?]",
     ),
-    # ChampSim's champsim_config.json defaults [C]: ITLB/DTLB 16x4, STLB 128x12, one page
-    # size (4K: larger leaves are cached as 4K pieces), PSCs 5:1x2 4:1x4 3:2x4 2:4x8.
+    # ChampSim's champsim_config.json defaults [C]: ITLB/DTLB 16x4, STLB 128x12, one
+    # page size (4K: larger leaves are cached as 4K pieces), PSCs 5:1x2 4:1x4 3:2x4
+    # 2:4x8.
     "champsim-default": TLBConfig(
         name="champsim-default",
         arrays=(
@@ -329,7 +367,9 @@ PRESETS: dict[str, TLBConfig] = {
             _a("DTLB", "l1d", "4K", 64, 4),
             _a("STLB", "l2", "4K", 1536, 12),
         ),
-        l1_hit=1, l2_hit=8, walkers=5,
+        l1_hit=1,
+        l2_hit=8,
+        walkers=5,
         source="ChampSim champsim_config.json defaults [C]",
     ),
 }
@@ -349,8 +389,10 @@ def preset(name: str) -> TLBConfig:
         ) from None
 
 
-def resolve(cpu: str | TLBConfig | dict[str, Any] | None = None,
-            config: TLBConfig | dict[str, Any] | None = None) -> TLBConfig:
+def resolve(
+    cpu: str | TLBConfig | dict[str, Any] | None = None,
+    config: TLBConfig | dict[str, Any] | None = None,
+) -> TLBConfig:
     """Turn a preset name, a TLBConfig or a dict into a checked TLBConfig."""
     src = config if config is not None else cpu
     if src is None:

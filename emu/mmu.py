@@ -1,4 +1,4 @@
-"""A CPU's MMU: TLB hierarchy, paging-structure caches, walker and cost model (C core)."""
+"""A CPU's MMU: TLBs, paging-structure caches, walker and cost model (C core)."""
 
 from __future__ import annotations
 
@@ -51,8 +51,13 @@ ENTRY_INFO_DTYPE = register_dtype(
 HIT_NAMES = {0: "fault", 1: "L1", 2: "L2", 3: "walk"}
 _ROLE_CODES = {"l1i": 0, "l1d": 1, "l1s": 2, "l2i": 3, "l2": 4}
 _POLICY_CODES = {"lru": 0, "plru": 1, "fifo": 2, "random": 3, "srrip": 4}
-_LEVEL_KEYS = {arch.LVL_PML5: "pml5", arch.LVL_PML4: "pml4", arch.LVL_PDPT: "pdpt",
-               arch.LVL_PD: "pd", arch.LVL_PT: "pt"}
+_LEVEL_KEYS = {
+    arch.LVL_PML5: "pml5",
+    arch.LVL_PML4: "pml4",
+    arch.LVL_PDPT: "pdpt",
+    arch.LVL_PD: "pd",
+    arch.LVL_PT: "pt",
+}
 
 # C counter -> reported name (perf event names where one exists).
 _STAT_NAMES = {
@@ -102,8 +107,17 @@ STAT_NAMES: tuple[str, ...] = (
     "accesses",
 )
 
-_CONTROL_FIELDS = ("cr0_wp", "cr4_pge", "cr4_pcide", "cr4_smep", "cr4_smap", "cr4_la57",
-                   "cr4_pke", "efer_nxe", "rflags_ac")
+_CONTROL_FIELDS = (
+    "cr0_wp",
+    "cr4_pge",
+    "cr4_pcide",
+    "cr4_smep",
+    "cr4_smap",
+    "cr4_la57",
+    "cr4_pke",
+    "efer_nxe",
+    "rflags_ac",
+)
 
 
 def _stats_dict(s: Any) -> dict[str, int]:
@@ -212,7 +226,9 @@ def _control_property(name: str) -> property:
             raise GeneralProtection(0)
         check(rc, f"set {name}")
 
-    return property(get, put, doc=f"The {name} control bit (changes flush as SDM 4.10.4)")
+    return property(
+        get, put, doc=f"The {name} control bit (changes flush as SDM 4.10.4)"
+    )
 
 
 class MMU:
@@ -239,13 +255,20 @@ class MMU:
     efer_nxe = _control_property("efer_nxe")
     rflags_ac = _control_property("rflags_ac")
 
-    def __init__(self, mem: PhysMem, cpu: str | TLBConfig | dict[str, Any] = "skylake",
-                 *, config: TLBConfig | dict[str, Any] | None = None,
-                 a_policy: str = "success") -> None:
+    def __init__(
+        self,
+        mem: PhysMem,
+        cpu: str | TLBConfig | dict[str, Any] = "skylake",
+        *,
+        config: TLBConfig | dict[str, Any] | None = None,
+        a_policy: str = "success",
+    ) -> None:
         if not isinstance(mem, PhysMem):
             raise EmuValueError(f"mem must be an emu.PhysMem, got {type(mem).__name__}")
         if a_policy not in arch.A_POLICIES:
-            raise EmuValueError(f"a_policy={a_policy!r} must be one of {arch.A_POLICIES}")
+            raise EmuValueError(
+                f"a_policy={a_policy!r} must be one of {arch.A_POLICIES}"
+            )
         self.config = resolve(cpu, config)
         self.mem = mem  # the C MMU borrows mem's handle: keep the parent alive
         c = _c_config(self.config)
@@ -257,7 +280,8 @@ class MMU:
         if h == ffi.NULL:
             where = (
                 f"array {self.config.arrays[bad[0]].name!r}"
-                if 0 <= bad[0] < len(self.config.arrays) else f"component {bad[0]}"
+                if 0 <= bad[0] < len(self.config.arrays)
+                else f"component {bad[0]}"
             )
             check(err[0], f"MMU({self.config.name}): {where}")
         self._h = ffi.gc(h, lib.emu_mmu_free)
@@ -312,8 +336,11 @@ class MMU:
         check(rc, "write_cr3")
 
     def invlpg(self, va: int) -> None:
-        """INVLPG: the page's entries (current PCID and global, all sizes and pieces)
-        and every PSC entry of the current PCID.  Non-canonical: no-op."""
+        """INVLPG: drop the page's TLB entries and every PSC entry of the PCID.
+
+        The page's entries of the current PCID and global ones go, every size and
+        every fractured piece.  A non-canonical address is a no-op.
+        """
         check(lib.emu_mmu_invlpg(self._h, u64(va, "va")), "invlpg")
 
     def invpcid(self, kind: int, pcid: int = 0, va: int = 0) -> None:
@@ -336,8 +363,9 @@ class MMU:
 
     # ---- translation -----------------------------------------------------------------
 
-    def translate(self, va: int, access: str = "r", user: bool = False,
-                  size: int = 1) -> Translation:
+    def translate(
+        self, va: int, access: str = "r", user: bool = False, size: int = 1
+    ) -> Translation:
         """Translate one access through the TLBs (for tests and the REPL).
 
         Args:
@@ -367,12 +395,20 @@ class MMU:
             raise GeneralProtection(fault_va)
         if r.vector == arch.VEC_PF:
             raise PageFault(fault_va, int(r.error_code))
-        return Translation(int(r.pa), int(r.page_size), HIT_NAMES[int(r.hit)],
-                           int(r.cycles))
+        return Translation(
+            int(r.pa), int(r.page_size), HIT_NAMES[int(r.hit)], int(r.cycles)
+        )
 
-    def run(self, vas: Any, kinds: Any, user: bool = False, *, sizes: Any = None,
-            out: np.ndarray[Any, Any] | None = None,
-            stop_on_fault: bool = False) -> dict[str, int]:
+    def run(
+        self,
+        vas: Any,
+        kinds: Any,
+        user: bool = False,
+        *,
+        sizes: Any = None,
+        out: np.ndarray[Any, Any] | None = None,
+        stop_on_fault: bool = False,
+    ) -> dict[str, int]:
         """Translate a stream of accesses in one C call.
 
         Args:
@@ -398,7 +434,9 @@ class MMU:
         else:
             k_arr = np.ascontiguousarray(kinds)
             if k_arr.shape != va_arr.shape:
-                raise EmuValueError(f"kinds has shape {k_arr.shape}, vas {va_arr.shape}")
+                raise EmuValueError(
+                    f"kinds has shape {k_arr.shape}, vas {va_arr.shape}"
+                )
             if k_arr.dtype != np.uint8:
                 if k_arr.dtype.kind not in "iu":
                     raise EmuValueError(f"kinds must be integers, got {k_arr.dtype}")
@@ -410,7 +448,9 @@ class MMU:
         if sizes is not None:
             s_arr = np.ascontiguousarray(sizes, dtype=np.uint32)
             if s_arr.shape != va_arr.shape:
-                raise EmuValueError(f"sizes has shape {s_arr.shape}, vas {va_arr.shape}")
+                raise EmuValueError(
+                    f"sizes has shape {s_arr.shape}, vas {va_arr.shape}"
+                )
             size_ptr = from_array("uint32_t[]", s_arr)
         out_ptr = ffi.NULL
         if out is not None:
@@ -423,9 +463,16 @@ class MMU:
         before = self.stats
         done = ffi.new("size_t *")
         check(
-            lib.emu_mmu_run(self._h, from_array("uint64_t[]", va_arr),
-                            from_array("uint8_t[]", k_arr), size_ptr, n, flags,
-                            out_ptr, done),
+            lib.emu_mmu_run(
+                self._h,
+                from_array("uint64_t[]", va_arr),
+                from_array("uint8_t[]", k_arr),
+                size_ptr,
+                n,
+                flags,
+                out_ptr,
+                done,
+            ),
             "run",
         )
         after = self.stats
@@ -433,7 +480,7 @@ class MMU:
         delta["accesses"] = int(done[0])
         return delta
 
-    # ---- introspection -----------------------------------------------------------------
+    # ---- introspection ---------------------------------------------------------------
 
     @property
     def stats(self) -> dict[str, int]:
@@ -449,8 +496,15 @@ class MMU:
         needed = ffi.new("size_t *")
         fn(self._h, ffi.NULL, 0, needed)
         out = np.zeros(needed[0], dtype=ENTRY_INFO_DTYPE)
-        check(fn(self._h, from_array("emu_tlb_entry_info[]", out, writable=True),
-                 out.size, needed), "entries")
+        check(
+            fn(
+                self._h,
+                from_array("emu_tlb_entry_info[]", out, writable=True),
+                out.size,
+                needed,
+            ),
+            "entries",
+        )
         return out
 
     def tlb_entries(self) -> list[TLBEntry]:
@@ -469,10 +523,18 @@ class MMU:
     def _entry(r: Any, name: str) -> TLBEntry:
         rights = int(r["rights"])
         return TLBEntry(
-            array=name, va=int(r["va"]), pa=int(r["pa"]), page_size=int(r["page_size"]),
-            orig_page_size=int(r["orig_page_size"]), pcid=int(r["pcid"]),
-            rw=bool(rights & 1), us=bool(rights & 2), xd=bool(rights & 4),
-            pkey=int(r["pkey"]), glob=bool(r["global"]), dirty=bool(r["dirty"]),
+            array=name,
+            va=int(r["va"]),
+            pa=int(r["pa"]),
+            page_size=int(r["page_size"]),
+            orig_page_size=int(r["orig_page_size"]),
+            pcid=int(r["pcid"]),
+            rw=bool(rights & 1),
+            us=bool(rights & 2),
+            xd=bool(rights & 4),
+            pkey=int(r["pkey"]),
+            glob=bool(r["global"]),
+            dirty=bool(r["dirty"]),
         )
 
     def __repr__(self) -> str:

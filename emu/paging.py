@@ -45,8 +45,14 @@ class PageTableBuilder:
         tables: physical addresses of every table frame allocated, in order.
     """
 
-    def __init__(self, mem: Memory, *, la57: bool = False, table_base: int = 0x100000,
-                 table_limit: int = 1 << 40) -> None:
+    def __init__(
+        self,
+        mem: Memory,
+        *,
+        la57: bool = False,
+        table_base: int = 0x100000,
+        table_limit: int = 1 << 40,
+    ) -> None:
         if table_base % arch.PAGE_SIZE:
             raise EmuValueError(f"table_base={table_base:#x} is not 4 KiB aligned")
         self.mem = mem
@@ -69,8 +75,14 @@ class PageTableBuilder:
         self.tables.append(pa)
         return pa
 
-    def entry_address(self, va: int, level: int, *, create: bool = False,
-                      table_flags: int = TABLE_FLAGS) -> int:
+    def entry_address(
+        self,
+        va: int,
+        level: int,
+        *,
+        create: bool = False,
+        table_flags: int = TABLE_FLAGS,
+    ) -> int:
         """Physical address of the entry for ``va`` at ``level``.
 
         Args:
@@ -105,8 +117,14 @@ class PageTableBuilder:
             table = e & arch.PTE_ADDR_MASK
         return table + 8 * arch.va_index(va, level)
 
-    def map(self, va: int, pa: int, size: int = arch.PAGE_SIZE,
-            flags: int = LEAF_FLAGS, table_flags: int = TABLE_FLAGS) -> int:
+    def map(
+        self,
+        va: int,
+        pa: int,
+        size: int = arch.PAGE_SIZE,
+        flags: int = LEAF_FLAGS,
+        table_flags: int = TABLE_FLAGS,
+    ) -> int:
         """Map ``va`` to ``pa`` with one leaf of ``size`` bytes.
 
         Args:
@@ -133,10 +151,13 @@ class PageTableBuilder:
         self.mem.write_u64(epa, value)
         return epa
 
-    def set_entry(self, va: int, level: int, value: int,
-                  table_flags: int = TABLE_FLAGS) -> int:
-        """Write a raw ``value`` into the entry for ``va`` at ``level``; returns its
-        address.  Intermediate tables are created as needed."""
+    def set_entry(
+        self, va: int, level: int, value: int, table_flags: int = TABLE_FLAGS
+    ) -> int:
+        """Write a raw ``value`` into the entry for ``va`` at ``level``.
+
+        Intermediate tables are created as needed.  Returns the entry's address.
+        """
         epa = self.entry_address(va, level, create=True, table_flags=table_flags)
         self.mem.write_u64(epa, u64(value, "value"))
         return epa

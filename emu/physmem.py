@@ -73,7 +73,7 @@ class PhysMem:
         return out
 
     def write_table(self, pa: int, entries: Any) -> None:
-        """Write 512 entries (any integer array) to the 4 KiB-aligned table at ``pa``."""
+        """Write 512 entries (any integer array) to the 4 KiB table at ``pa``."""
         arr = np.ascontiguousarray(entries, dtype=np.uint64)
         if arr.shape != (arch.ENTRIES_PER_TABLE,):
             raise EmuValueError(f"a table has 512 entries, got shape {arr.shape}")

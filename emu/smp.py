@@ -30,9 +30,13 @@ class CPUSet:
         shootdowns: shootdown operations so far.
     """
 
-    def __init__(self, mem: PhysMem, ncpus: int = 1,
-                 cpu: str | TLBConfig | dict[str, Any] = "skylake",
-                 a_policy: str = "success") -> None:
+    def __init__(
+        self,
+        mem: PhysMem,
+        ncpus: int = 1,
+        cpu: str | TLBConfig | dict[str, Any] = "skylake",
+        a_policy: str = "success",
+    ) -> None:
         if isinstance(ncpus, bool) or not isinstance(ncpus, int) or ncpus < 1:
             raise EmuValueError(f"ncpus={ncpus!r} must be a positive integer")
         self.mem = mem
@@ -49,7 +53,9 @@ class CPUSet:
     def shootdown(self, op: Callable[[MMU], None], initiator: int = 0) -> None:
         """Run ``op`` on every CPU; counts one IPI per CPU other than ``initiator``."""
         if not 0 <= initiator < len(self.mmus):
-            raise EmuValueError(f"initiator={initiator} is not a CPU of {len(self.mmus)}")
+            raise EmuValueError(
+                f"initiator={initiator} is not a CPU of {len(self.mmus)}"
+            )
         for mmu in self.mmus:
             op(mmu)
         self.ipis += len(self.mmus) - 1

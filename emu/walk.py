@@ -72,10 +72,19 @@ def walk(
         if path.read_mask & (1 << (lvl - 1))
     )
     if out.vector == arch.VEC_NONE:
-        return WalkResult(True, int(out.pa), int(out.page_size), None, None, None,
-                          int(out.level), steps)
-    return WalkResult.fault(int(out.vector), int(out.error_code), v, int(out.level),
-                            steps)
+        return WalkResult(
+            True,
+            int(out.pa),
+            int(out.page_size),
+            None,
+            None,
+            None,
+            int(out.level),
+            steps,
+        )
+    return WalkResult.fault(
+        int(out.vector), int(out.error_code), v, int(out.level), steps
+    )
 
 
 def walk_batch(
@@ -121,7 +130,9 @@ def walk_batch(
             if acc_arr.dtype.kind not in "iu" or (
                 acc_arr.size and (acc_arr.min() < 0 or acc_arr.max() > 0xFF)
             ):
-                raise EmuValueError(f"accesses must be uint8 codes, got {acc_arr.dtype}")
+                raise EmuValueError(
+                    f"accesses must be uint8 codes, got {acc_arr.dtype}"
+                )
             acc_arr = acc_arr.astype(np.uint8)
     if user:
         acc_arr = acc_arr | np.uint8(arch.ACC_USER)
@@ -136,6 +147,8 @@ def walk_batch(
     )
     if rc == lib.EMU_E_INVAL:
         bad = int(np.flatnonzero(out["vector"] == 0xFF)[0])
-        raise EmuValueError(f"accesses[{bad}]={int(acc_arr[bad])} is not an access code")
+        raise EmuValueError(
+            f"accesses[{bad}]={int(acc_arr[bad])} is not an access code"
+        )
     check(rc, "walk_batch")
     return out.view(np.recarray)

@@ -66,10 +66,16 @@ def make_config(
         raise EmuValueError(f"a_policy={a_policy!r} must be one of {arch.A_POLICIES}")
     flags = 0
     for on, bit in (
-        (wp, arch.WF_WP), (nxe, arch.WF_NXE), (smep, arch.WF_SMEP),
-        (smap, arch.WF_SMAP), (ac, arch.WF_AC), (la57, arch.WF_LA57),
-        (pke, arch.WF_PKE), (a_policy == "qemu", arch.WF_A_QEMU),
-        (not gbpages, arch.WF_NO_1G), (amd, arch.WF_AMD),
+        (wp, arch.WF_WP),
+        (nxe, arch.WF_NXE),
+        (smep, arch.WF_SMEP),
+        (smap, arch.WF_SMAP),
+        (ac, arch.WF_AC),
+        (la57, arch.WF_LA57),
+        (pke, arch.WF_PKE),
+        (a_policy == "qemu", arch.WF_A_QEMU),
+        (not gbpages, arch.WF_NO_1G),
+        (amd, arch.WF_AMD),
     ):
         if on:
             flags |= bit
@@ -118,8 +124,14 @@ class WalkResult:
     path: tuple[tuple[int, int, int], ...] = ()
 
     @classmethod
-    def fault(cls, vector: int, error_code: int, va: int, level: int,
-              path: tuple[tuple[int, int, int], ...] = ()) -> WalkResult:
+    def fault(
+        cls,
+        vector: int,
+        error_code: int,
+        va: int,
+        level: int,
+        path: tuple[tuple[int, int, int], ...] = (),
+    ) -> WalkResult:
         """A faulting result (#PF writes CR2, #GP does not)."""
         cr2 = va if vector == arch.VEC_PF else None
         return cls(False, None, None, vector, error_code, cr2, level, path)

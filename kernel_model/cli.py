@@ -155,19 +155,35 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _run_trace_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("traces", nargs="+", metavar="TRACE", help="trace files ('-' = stdin)")
+    p.add_argument(
+        "traces", nargs="+", metavar="TRACE", help="trace files ('-' = stdin)"
+    )
     p.add_argument("--format", default="auto", help="trace format (default: detect)")
     p.add_argument("--cpu", default="skylake", help="CPU preset")
-    p.add_argument("--levels", type=int, default=4, choices=(4, 5), help="paging levels")
-    p.add_argument("--thp", default="never", choices=("never", "always", "1g"),
-                   help="page-size policy of the demand-paging handler")
-    p.add_argument("--placement", default="buddy", choices=("buddy", "random"),
-                   help="where faulted-in frames come from")
+    p.add_argument(
+        "--levels", type=int, default=4, choices=(4, 5), help="paging levels"
+    )
+    p.add_argument(
+        "--thp",
+        default="never",
+        choices=("never", "always", "1g"),
+        help="page-size policy of the demand-paging handler",
+    )
+    p.add_argument(
+        "--placement",
+        default="buddy",
+        choices=("buddy", "random"),
+        help="where faulted-in frames come from",
+    )
     p.add_argument("--ram", default="16G", help="RAM of the modelled machine")
     p.add_argument("--warmup", type=int, default=0, help="accesses run before counting")
     p.add_argument("--limit", type=int, default=None, help="accesses counted at most")
-    p.add_argument("--interval", type=int, default=None,
-                   help="record a time series every N accesses")
+    p.add_argument(
+        "--interval",
+        type=int,
+        default=None,
+        help="record a time series every N accesses",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed (random placement)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -175,8 +191,11 @@ def _run_trace_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on a terminal")
 
 
-@command("run-trace", "run traced accesses through a CPU's MMU with demand paging",
-         _run_trace_args)
+@command(
+    "run-trace",
+    "run traced accesses through a CPU's MMU with demand paging",
+    _run_trace_args,
+)
 def _run_trace(a: argparse.Namespace) -> int:
     from kernel_model.runtrace import main_run_trace
 
@@ -198,7 +217,8 @@ def _info(a: argparse.Namespace) -> int:
         f"{t.name}: {t.format}\n"
         f"accesses: {t.records:,} ({c.get('read', 0):,} reads, {c.get('write', 0):,} "
         f"writes, {c.get('fetch', 0):,} fetches); instructions: {t.instructions:,}\n"
-        f"footprint: {t.pages_4k:,} distinct 4K pages, {t.pages_2m:,} distinct 2M regions\n"
+        f"footprint: {t.pages_4k:,} distinct 4K pages, "
+        f"{t.pages_2m:,} distinct 2M regions\n"
         f"page-crossing accesses: {t.crossing_4k:,} (4K), {t.crossing_2m:,} (2M)\n"
         f"address range: {t.min_addr:#x}-{t.max_addr:#x}\n"
     )

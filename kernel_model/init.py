@@ -96,9 +96,10 @@ class Layout:
 def make_layout(
     la57: bool = False, kaslr_seed: int | None = None, ram_bytes: int = 0
 ) -> Layout:
-    """Models the constants of page_64_types.h / pgtable_64_types.h and, with a seed,
-    kernel_randomize_memory() (arch/x86/mm/kaslr.c, 7.0): the direct map, vmalloc and
-    vmemmap bases move by random multiples of 1 GiB (PUD_SIZE) inside their region.
+    """Models page_64_types.h's layout and kernel_randomize_memory() (7.0).
+
+    With a seed (arch/x86/mm/kaslr.c), the direct map, vmalloc and vmemmap bases move
+    by random multiples of 1 GiB (PUD_SIZE) inside their region.
     """
     if la57:
         page_offset, vmalloc, vmemmap = (
@@ -243,19 +244,19 @@ class DirectMapBuilder:
         self.memory = [(s << PAGE_SHIFT, e << PAGE_SHIFT) for s, e in e820.pfn_ranges()]
         self.state = DirectMapState()
 
-    # ---- memblock and e820 queries ------------------------------------------------------
+    # ---- memblock and e820 queries ---------------------------------------------------
 
     def memblock_is_region_memory(self, start: int, end: int) -> bool:
         """Whether [start, end) lies inside one memblock.memory region."""
         return any(s <= start and end <= e for s, e in self.memory)
 
     def e820_mapped_ram_or_acpi(self, start: int, end: int) -> bool:
-        """e820__mapped_any(.., E820_TYPE_RAM) || e820__mapped_any(.., E820_TYPE_ACPI)."""
+        """e820__mapped_any() of E820_TYPE_RAM or of E820_TYPE_ACPI."""
         return self.e820.mapped_any(start, end, E820Type.RAM) or self.e820.mapped_any(
             start, end, E820Type.ACPI
         )
 
-    # ---- arch/x86/mm/init.c ------------------------------------------------------------
+    # ---- arch/x86/mm/init.c ----------------------------------------------------------
 
     def probe_page_size_mask(self) -> int:
         """probe_page_size_mask(): 2M unless debug_pagealloc; 1G if also gbpages."""
@@ -326,8 +327,10 @@ class DirectMapBuilder:
         return mr
 
     def adjust_range_page_size_mask(self, mr: list[MapRange]) -> None:
-        """adjust_range_page_size_mask(): widen a range's mask when its whole enclosing
-        2M (1G) region is memblock memory.
+        """adjust_range_page_size_mask(): widen masks over all-RAM 2M/1G regions.
+
+        A range gains 2M (1G) when its whole enclosing 2M (1G) region is memblock
+        memory.
         """
         mask = self.state.page_size_mask
         for r in mr:
@@ -385,8 +388,9 @@ class DirectMapBuilder:
         return mapped
 
     def top_free_pmd_block(self, map_start: int, map_end: int) -> int:
-        """memblock_phys_alloc_range(PMD_SIZE, PMD_SIZE, start, end) top-down: the
-        highest 2M-aligned block of free RAM (RAM minus reservations).
+        """memblock_phys_alloc_range(PMD_SIZE, PMD_SIZE, start, end), top-down.
+
+        Returns the highest 2M-aligned block of free RAM (RAM minus reservations).
         """
         for s, e in reversed(self.memory):
             hi = min(e, map_end) // PMD_SIZE * PMD_SIZE
@@ -398,8 +402,10 @@ class DirectMapBuilder:
         return map_start // PMD_SIZE * PMD_SIZE
 
     def memory_map_top_down(self, map_start: int, map_end: int) -> None:
-        """memory_map_top_down(): windows from the top, the step growing 2M -> 512M ->
-        128G -> ... as mapped RAM reaches it; the part above the first block last.
+        """memory_map_top_down(): map RAM in windows from the top down.
+
+        The step grows 2M -> 512M -> 128G -> ... as mapped RAM reaches it; the part
+        above the first block is mapped last.
         """
         addr = self.top_free_pmd_block(map_start, map_end)
         real_end = addr + PMD_SIZE
@@ -419,7 +425,7 @@ class DirectMapBuilder:
             self.init_range_memory_mapping(real_end, map_end)
 
     def memory_map_bottom_up(self, map_start: int, map_end: int) -> None:
-        """memory_map_bottom_up(): windows from the bottom with the same growing step."""
+        """memory_map_bottom_up(): windows from the bottom, the same growing step."""
         start = map_start
         step = PMD_SIZE
         mapped = 0
@@ -448,7 +454,7 @@ class DirectMapBuilder:
             self.memory_map_top_down(ISA_END_ADDRESS, end)
         return self.state
 
-    # ---- arch/x86/mm/init_64.c -------------------------------------------------------------
+    # ---- arch/x86/mm/init_64.c -------------------------------------------------------
 
     def update_page_count(self, level: int, pages: int) -> None:
         """update_page_count(): add to direct_pages_count[level]."""
@@ -457,8 +463,9 @@ class DirectMapBuilder:
     def kernel_physical_mapping_init(
         self, paddr_start: int, paddr_end: int, page_size_mask: int
     ) -> int:
-        """__kernel_physical_mapping_init(): per top-level slot, allocate the P4D/PUD
-        table when the slot is empty, then fill it.
+        """__kernel_physical_mapping_init(): fill the direct map for a range.
+
+        Per top-level slot, the P4D/PUD table is allocated when the slot is empty.
         """
         t = self.t
         po = self.layout.page_offset

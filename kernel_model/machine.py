@@ -9,6 +9,8 @@ from typing import Any
 
 import emu
 from emu.errors import EmuValueError
+from emu.mmu import MMU
+from emu.smp import CPUSet
 from kernel_model import pgtable as pt
 from kernel_model.e820 import E820Table, KernelImage, PhysRange, parse_size
 from kernel_model.init import (
@@ -154,7 +156,8 @@ class Machine(SetMemoryAPI):
         img_hi = -(-self.image.end // PMD_SIZE) * PMD_SIZE
         if not self.e820.mapped_all(self.image.start, self.image.end, 1):
             raise EmuValueError(
-                f"kernel image [{self.image.start:#x}, {self.image.end:#x}) is not in RAM"
+                f"kernel image [{self.image.start:#x}, {self.image.end:#x}) "
+                "is not in RAM"
             )
         self.page_alloc = PageAllocator(
             self.e820,
@@ -192,7 +195,7 @@ class Machine(SetMemoryAPI):
         self.dmesg: list[str] = []
         self.kfence_pool: tuple[int, int] | None = None
 
-        self.cpus = emu.CPUSet(self.mem, self.config.ncpus, self.config.cpu)
+        self.cpus = CPUSet(self.mem, self.config.ncpus, self.config.cpu)
         for mmu in self.cpus.mmus:
             mmu.cr4_la57 = self.config.la57
             mmu.cr4_pge = True
@@ -204,7 +207,7 @@ class Machine(SetMemoryAPI):
         if self.config.rodata:
             self.finish_boot()
 
-    # ---- end of boot (init/main.c kernel_init) ------------------------------------------------
+    # ---- end of boot (init/main.c kernel_init) ---------------------------------------
 
     def _symbols(self, init_range: tuple[int, int] | None) -> KernelSymbols:
         img = self.image
@@ -243,8 +246,9 @@ class Machine(SetMemoryAPI):
         )
 
     def free_init_pages(self, what: str, begin: int, end: int) -> None:
-        """free_init_pages() (arch/x86/mm/init.c): NX + RW on the range, then give the
-        pages back to the buddy allocator (debug_pagealloc: unmap instead).
+        """free_init_pages() (arch/x86/mm/init.c): NX + RW, then free the pages.
+
+        With debug_pagealloc the range is unmapped instead.
         """
         begin = -(-begin // 4096) * 4096
         end &= ~0xFFF
@@ -260,17 +264,20 @@ class Machine(SetMemoryAPI):
         self.dmesg.append(f"Freeing {what} memory: {(end - begin) >> 10}K")
 
     def free_kernel_image_pages(self, what: str, begin: int, end: int) -> None:
-        """free_kernel_image_pages(): free_init_pages, and with PTI unmap the freed
-        range from the high map (set_memory_np_noalias).
+        """free_kernel_image_pages(): free_init_pages, plus a PTI high-map unmap.
+
+        With PTI the freed range leaves the high map (set_memory_np_noalias).
         """
         self.free_init_pages(what, begin, end)
         if self.config.pti:
             self.set_memory_np_noalias(begin, (end - begin) >> 12)
 
     def mark_rodata_ro(self) -> None:
-        """mark_rodata_ro() (arch/x86/mm/init_64.c): text+rodata RO through the high
-        map (its alias reaches the direct map), NX from the text end to the 2M-rounded
-        brk end, then the text/rodata and rodata/data gaps freed.
+        """mark_rodata_ro() (arch/x86/mm/init_64.c, 7.0).
+
+        Text and rodata become RO through the high map (its alias reaches the direct
+        map), NX goes from the text end to the 2M-rounded brk end, then the
+        text/rodata and rodata/data gaps are freed.
         """
         s = self.sym
         start = s.text & ~0xFFF
@@ -293,9 +300,10 @@ class Machine(SetMemoryAPI):
         )
 
     def kfence_init(self) -> None:
-        """kfence_alloc_pool_and_metadata() + arch_kfence_init_pool() (mm/kfence,
-        arch/x86/include/asm/kfence.h): a 2 MiB pool below the top of RAM (under the
-        node data memblock gave out first), every page of it forced to 4K.
+        """kfence_alloc_pool_and_metadata() + arch_kfence_init_pool() (7.0).
+
+        A 2 MiB pool below the top of RAM (under the node data memblock gave out
+        first), every page of it forced to 4K (arch/x86/include/asm/kfence.h).
         """
         top = max(r.end for r in self.e820.ram_ranges()) & ~0xFFF
         end = (top - NODE_DATA_BYTES) & ~0xFFF
@@ -312,9 +320,7 @@ class Machine(SetMemoryAPI):
                 self.set_memory_4k(self.va(pa), 1)
 
     def finish_boot(self) -> None:
-        """start_kernel()'s kfence_init() and kernel_init()'s free_initmem() and
-        mark_readonly(), then SYSTEM_RUNNING.
-        """
+        """Finish booting: kfence, free_initmem(), mark_readonly(), SYSTEM_RUNNING."""
         if self.system_state == SYSTEM_RUNNING:
             raise EmuValueError("the machine has already finished booting")
         if self.config.kfence:
@@ -325,7 +331,7 @@ class Machine(SetMemoryAPI):
         self.mark_rodata_ro()
         self.system_state = SYSTEM_RUNNING
 
-    # ---- direct_pages_count (arch/x86/mm/pat/set_memory.c) --------------------------------
+    # ---- direct_pages_count (arch/x86/mm/pat/set_memory.c) ---------------------------
 
     def split_page_count(self, level: int) -> None:
         """split_page_count(): move one page of ``level`` to 512 of the level below."""
@@ -359,7 +365,7 @@ class Machine(SetMemoryAPI):
         """/sys/kernel/debug/x86/cpa_stats."""
         return self.cpa.stats.text()
 
-    # ---- boot pieces --------------------------------------------------------------------
+    # ---- boot pieces -----------------------------------------------------------------
 
     def _alloc_table(self) -> int | None:
         pfn = self.page_alloc.alloc_pages(0, GFP_KERNEL)
@@ -369,8 +375,9 @@ class Machine(SetMemoryAPI):
         self.page_alloc.free_pages(pa >> 12, 0)
 
     def _map_kernel_image(self, lo: int, hi: int) -> None:
-        """The high kernel mapping: 2M pages over the image (head_64.S's
-        level2_kernel_pgt after cleanup_highmap()).
+        """The high kernel mapping: 2M pages over the image.
+
+        As head_64.S's level2_kernel_pgt looks after cleanup_highmap().
         """
         prot = pt.PAGE_KERNEL_LARGE_EXEC & ~(pt._PAGE_GLOBAL if self.config.pti else 0)
         for pa in range(lo, hi, PMD_SIZE):
@@ -378,7 +385,7 @@ class Machine(SetMemoryAPI):
             table = self.pt.ensure_table(va, pt.PG_LEVEL_2M, pt._PAGE_TABLE)
             self.pt.write(table, self.pt.index(va, pt.PG_LEVEL_2M), pa | prot)
 
-    # ---- addresses -----------------------------------------------------------------------
+    # ---- addresses -------------------------------------------------------------------
 
     def highmap_va(self, pa: int) -> int:
         """__START_KERNEL_map alias of a physical address of the image."""
@@ -400,11 +407,11 @@ class Machine(SetMemoryAPI):
         )
 
     @property
-    def mmus(self) -> list[emu.MMU]:
+    def mmus(self) -> list[MMU]:
         """One MMU per modelled CPU."""
         return self.cpus.mmus
 
-    # ---- Linux's texts -------------------------------------------------------------------
+    # ---- Linux's texts ---------------------------------------------------------------
 
     def meminfo(self) -> str:
         """/proc/meminfo's DirectMap lines."""

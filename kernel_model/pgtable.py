@@ -1,4 +1,4 @@
-"""The kernel's page tables in simulated RAM (arch/x86/include/asm/pgtable*.h, Linux 7.0).
+"""The kernel's page tables in simulated RAM (asm/pgtable*.h, Linux 7.0).
 
 Every entry is a real x86-64 entry in ``emu.PhysMem`` at a real frame; every table page
 is a frame taken from the buddy allocator.  This module is the one place that writes
@@ -103,9 +103,7 @@ def pgprot_large_2_4k(prot: int) -> int:
 
 
 def pgprot_4k_2_large(prot: int) -> int:
-    """Move the PAT bit from bit 7 to bit 12 (pgprot_4k_2_large()); PSE is the
-    caller's.
-    """
+    """Move the PAT bit from bit 7 to bit 12 (pgprot_4k_2_large()); not PSE."""
     pat = bool(prot & _PAGE_PAT)
     prot &= ~(_PAGE_PAT | _PAGE_PAT_LARGE)
     return prot | (_PAGE_PAT_LARGE if pat else 0)
@@ -194,7 +192,7 @@ class PageTables:
         self.mem.discard(pa >> PAGE_SHIFT)
         self._free(pa)
 
-    # ---- entries: the one writer ---------------------------------------------------------
+    # ---- entries: the one writer -----------------------------------------------------
 
     @staticmethod
     def index(va: int, level: int) -> int:
@@ -224,8 +222,9 @@ class PageTables:
     # ---- walking ---------------------------------------------------------------------
 
     def table_of(self, va: int, level: int) -> int | None:
-        """Physical address of the table at ``level`` covering ``va``, or None when a
-        none, non-present or leaf entry above stops the walk.
+        """Physical address of the table at ``level`` covering ``va``.
+
+        None when a none, non-present or leaf entry above stops the walk.
         """
         table = self.pgd
         for lvl in range(self.top_level, level, -1):
@@ -238,8 +237,9 @@ class PageTables:
     def ensure_table(
         self, va: int, level: int, entry_flags: int = _KERNPG_TABLE
     ) -> int:
-        """The table at ``level`` for ``va``, allocating missing tables above it
-        (pud_alloc()/pmd_alloc()/pte_alloc_kernel()).
+        """The table at ``level`` for ``va``, allocating missing tables above it.
+
+        As pud_alloc()/pmd_alloc()/pte_alloc_kernel() do.
 
         Raises:
             EmuValueError: a leaf or non-present entry is in the way.
@@ -320,8 +320,10 @@ class PageTables:
     def leaves(
         self, start: int = 0, end: int = 1 << 64
     ) -> Iterator[tuple[int, int, int]]:
-        """Every leaf in [start, end) in address order, as (va, level, entry); also
-        non-present non-zero entries at any level (they end a walk as leaves do).
+        """Every leaf in [start, end) in address order, as (va, level, entry).
+
+        Non-present non-zero entries at any level count too (they end a walk as
+        leaves do).
         """
         yield from self._leaves(self.pgd, self.top_level, 0, start, end)
 

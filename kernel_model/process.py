@@ -12,9 +12,9 @@ Frame placement: ``"buddy"`` (the buddy allocator decides, so physical fragmenta
 real), ``"random"`` (a seeded uniform draw among free frames), or an explicit
 ``{virtual page: frame}`` map.
 
-Simplifications: no VMAs (every canonical user address is anonymous memory that may be
-faulted in), user pages are mapped read-write and executable (P|RW|USR|A|D), and there is
-no reclaim: when memory runs out the fault fails with EmuMemoryError.
+Simplifications: no VMAs (every canonical user address is anonymous memory that may
+be faulted in), user pages are mapped read-write and executable (P|RW|USR|A|D), and
+there is no reclaim: when memory runs out the fault fails with EmuMemoryError.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from kernel_model.pgtable import PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, PageTabl
 if TYPE_CHECKING:
     from kernel_model.machine import Machine
 
-USER_PAGE = pt._PAGE_PRESENT | pt._PAGE_RW | pt._PAGE_USER | pt._PAGE_ACCESSED | pt._PAGE_DIRTY
+USER_PAGE = (
+    pt._PAGE_PRESENT | pt._PAGE_RW | pt._PAGE_USER | pt._PAGE_ACCESSED | pt._PAGE_DIRTY
+)
 PAGE_SIZES = {"4k": PG_LEVEL_4K, "thp": PG_LEVEL_2M, "1g": PG_LEVEL_1G}
 
 
@@ -62,9 +64,14 @@ class Process:
         pcid: the PCID its CR3 carries (used when CR4.PCIDE is set).
     """
 
-    def __init__(self, machine: Machine, pages: str = "4k",
-                 placement: str | dict[int, int] = "buddy", seed: int = 0,
-                 pcid: int = 1) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        pages: str = "4k",
+        placement: str | dict[int, int] = "buddy",
+        seed: int = 0,
+        pcid: int = 1,
+    ) -> None:
         if pages not in PAGE_SIZES:
             raise EmuValueError(f"page policy {pages!r} not in {sorted(PAGE_SIZES)}")
         if isinstance(placement, str) and placement not in ("buddy", "random"):
@@ -74,8 +81,9 @@ class Process:
         self.placement = placement
         self.rng = np.random.default_rng(seed)
         self.pcid = pcid
-        self.pt = PageTables(machine.mem, machine.pt._alloc, machine.pt._free,
-                             la57=machine.pt.la57)
+        self.pt = PageTables(
+            machine.mem, machine.pt._alloc, machine.pt._free, la57=machine.pt.la57
+        )
         # clone_pgd_range(): the kernel half shares the kernel's tables
         top = self.pt.top_level
         half = pt.PTRS_PER_TABLE // 2
@@ -98,14 +106,16 @@ class Process:
         """Whether ``va`` lies in the user half."""
         return 0 <= va < self.user_limit
 
-    # ---- frames --------------------------------------------------------------------------
+    # ---- frames ----------------------------------------------------------------------
 
     def _frame(self, va: int, order: int) -> int | None:
         pa = self.m.page_alloc
         if isinstance(self.placement, dict):
             pfn = self.placement.get(va >> 12)
             if pfn is None:
-                raise EmuValueError(f"placement map has no frame for page {va >> 12:#x}")
+                raise EmuValueError(
+                    f"placement map has no frame for page {va >> 12:#x}"
+                )
             if order:
                 return None  # explicit placement is per 4K page
             try:
@@ -121,7 +131,9 @@ class Process:
                 lo, hi = ram[k]
                 if hi - lo < 1 << order:
                     continue
-                pfn = int(self.rng.integers(lo, hi - (1 << order) + 1)) & ~((1 << order) - 1)
+                pfn = int(self.rng.integers(lo, hi - (1 << order) + 1)) & ~(
+                    (1 << order) - 1
+                )
                 if pfn < lo:
                     continue
                 try:
@@ -132,7 +144,7 @@ class Process:
             return None
         return pa.alloc_pages(order, GFP_HIGHUSER_MOVABLE)
 
-    # ---- the fault path --------------------------------------------------------------------
+    # ---- the fault path --------------------------------------------------------------
 
     def handle_fault(self, va: int) -> int:
         """Map the page containing ``va`` (first touch); returns the level mapped.
@@ -183,8 +195,10 @@ class Process:
         self.pt.write(table, self.pt.index(base, level), (pfn << 12) | flags)
 
     def unmap(self, va: int, length: int) -> list[int]:
-        """munmap(): drop the leaves inside [va, va+length); returns their addresses
-        (the caller flushes them)."""
+        """munmap(): drop the leaves inside [va, va+length).
+
+        Returns their addresses; the caller flushes them.
+        """
         end = va + length
         gone = [b for b in self.mapped if va <= b < end]
         for b in gone:

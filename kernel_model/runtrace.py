@@ -72,8 +72,9 @@ class TraceRunner:
             raise EmuValueError(f"--levels {cfg.levels}: must be 4 or 5")
         self.cfg = cfg
         self.m = Machine(ram=cfg.ram, cpu=cfg.cpu, la57=cfg.levels == 5, ncpus=1)
-        self.proc = Process(self.m, pages=cfg.pages, placement=cfg.placement,
-                            seed=cfg.seed)
+        self.proc = Process(
+            self.m, pages=cfg.pages, placement=cfg.placement, seed=cfg.seed
+        )
         self.mmu = self.m.mmus[0]
         self.mmu.write_cr3(self.proc.cr3)
         self.result = RunResult(config=cfg)
@@ -83,17 +84,27 @@ class TraceRunner:
         self._series_next = cfg.interval
         self._base = self.mmu.stats
 
-    # ---- driving ------------------------------------------------------------------------
+    # ---- driving ---------------------------------------------------------------------
 
-    def _run_slice(self, vas: np.ndarray[Any, Any], kinds: np.ndarray[Any, Any],
-                   sizes: np.ndarray[Any, Any]) -> None:
+    def _run_slice(
+        self,
+        vas: np.ndarray[Any, Any],
+        kinds: np.ndarray[Any, Any],
+        sizes: np.ndarray[Any, Any],
+    ) -> None:
         """All accesses of a slice, handling demand-paging faults."""
         out = np.zeros(len(vas), dtype=MMU_RESULT_DTYPE)
         i = 0
         n = len(vas)
         while i < n:
-            res = self.mmu.run(vas[i:], kinds[i:], user=True, sizes=sizes[i:],
-                               out=out[i:], stop_on_fault=True)
+            res = self.mmu.run(
+                vas[i:],
+                kinds[i:],
+                user=True,
+                sizes=sizes[i:],
+                out=out[i:],
+                stop_on_fault=True,
+            )
             done = res["accesses"]
             if done == 0:
                 break
@@ -125,7 +136,9 @@ class TraceRunner:
             if self._seen < self._counted_from:
                 cut = min(cut, pos + self._counted_from - self._seen)
             elif self._series_next is not None:
-                cut = min(cut, pos + self._counted_from + self._series_next - self._seen)
+                cut = min(
+                    cut, pos + self._counted_from + self._series_next - self._seen
+                )
             sl = slice(pos, max(cut, pos + 1))
             self._run_slice(vas[sl], kinds[sl], sizes[sl])
             counted = self._seen >= self._counted_from
@@ -139,8 +152,11 @@ class TraceRunner:
             if self._seen == self._counted_from and not counted:
                 self.mmu.reset()
                 self._base = self.mmu.stats
-            if (counted and self._series_next is not None
-                    and self._seen - self._counted_from >= self._series_next):
+            if (
+                counted
+                and self._series_next is not None
+                and self._seen - self._counted_from >= self._series_next
+            ):
                 self._snapshot()
                 assert self.cfg.interval is not None
                 self._series_next += self.cfg.interval
@@ -149,10 +165,17 @@ class TraceRunner:
     def _snapshot(self) -> None:
         s = self.mmu.stats
         row = {"accesses": self._seen - self._counted_from}
-        for k in ("dTLB-load-misses", "dTLB-store-misses", "iTLB-load-misses",
-                  "dtlb_load_misses.walk_completed", "dtlb_store_misses.walk_completed",
-                  "itlb_misses.walk_completed", "walk_cycles", "translation_cycles",
-                  "page_faults"):
+        for k in (
+            "dTLB-load-misses",
+            "dTLB-store-misses",
+            "iTLB-load-misses",
+            "dtlb_load_misses.walk_completed",
+            "dtlb_store_misses.walk_completed",
+            "itlb_misses.walk_completed",
+            "walk_cycles",
+            "translation_cycles",
+            "page_faults",
+        ):
             row[k] = s[k]
         self.result.series.append(row)
 
@@ -181,8 +204,10 @@ class TraceRunner:
         """Collect the results."""
         s = self.mmu.stats
         r = self.result
-        r.stats = {k: v - (self._base.get(k, 0) if k != "accesses" else 0)
-                   for k, v in s.items()}
+        r.stats = {
+            k: v - (self._base.get(k, 0) if k != "accesses" else 0)
+            for k, v in s.items()
+        }
         r.accesses = sum(r.records.values())
         r.stats["accesses"] = r.accesses
         r.instructions = r.records["fetch"]
@@ -225,73 +250,118 @@ def format_report(r: RunResult) -> str:
     cfg = r.config
     out: list[str] = []
     out.append(f"mmulab run-trace: {', '.join(cfg.traces)} ({cfg.format})")
-    out.append(f"machine: {cfg.ram} RAM, {cfg.cpu}, {cfg.levels}-level paging, pages "
-               f"{cfg.pages}, placement {cfg.placement}, seed {cfg.seed}")
-    out.append(f"records: {r.records['read']:,} reads, {r.records['write']:,} writes, "
-               f"{r.records['fetch']:,} fetches (M counts as a read and a write); "
-               f"warm-up {cfg.warmup:,}")
-    out.append(f"footprint: {r.footprint['4k']:,} 4K, {r.footprint['2m']:,} 2M, "
-               f"{r.footprint['1g']:,} 1G pages mapped; {r.crossings:,} page-crossing "
-               f"accesses; {r.faults['total']:,} demand-paging faults")
+    out.append(
+        f"machine: {cfg.ram} RAM, {cfg.cpu}, {cfg.levels}-level paging, pages "
+        f"{cfg.pages}, placement {cfg.placement}, seed {cfg.seed}"
+    )
+    out.append(
+        f"records: {r.records['read']:,} reads, {r.records['write']:,} writes, "
+        f"{r.records['fetch']:,} fetches (M counts as a read and a write); "
+        f"warm-up {cfg.warmup:,}"
+    )
+    out.append(
+        f"footprint: {r.footprint['4k']:,} 4K, {r.footprint['2m']:,} 2M, "
+        f"{r.footprint['1g']:,} 1G pages mapped; {r.crossings:,} page-crossing "
+        f"accesses; {r.faults['total']:,} demand-paging faults"
+    )
     out.append("")
 
     def perf(value: int, name: str, note: str = "") -> None:
         out.append(f"{value:>15,}      {name:<38}{note}")
 
     perf(s["dTLB-loads"], "dTLB-loads")
-    perf(s["dTLB-load-misses"], "dTLB-load-misses",
-         f"#{_pct(s['dTLB-load-misses'], s['dTLB-loads'])} of all dTLB cache accesses")
+    perf(
+        s["dTLB-load-misses"],
+        "dTLB-load-misses",
+        f"#{_pct(s['dTLB-load-misses'], s['dTLB-loads'])} of all dTLB cache accesses",
+    )
     perf(s["dTLB-stores"], "dTLB-stores")
-    perf(s["dTLB-store-misses"], "dTLB-store-misses",
-         f"#{_pct(s['dTLB-store-misses'], s['dTLB-stores'])} of all dTLB cache accesses")
+    perf(
+        s["dTLB-store-misses"],
+        "dTLB-store-misses",
+        f"#{_pct(s['dTLB-store-misses'], s['dTLB-stores'])} of all dTLB cache accesses",
+    )
     perf(s["iTLB-loads"], "iTLB-loads")
-    perf(s["iTLB-load-misses"], "iTLB-load-misses",
-         f"#{_pct(s['iTLB-load-misses'], s['iTLB-loads'])} of all iTLB cache accesses")
+    perf(
+        s["iTLB-load-misses"],
+        "iTLB-load-misses",
+        f"#{_pct(s['iTLB-load-misses'], s['iTLB-loads'])} of all iTLB cache accesses",
+    )
     for side in ("dtlb_load_misses", "dtlb_store_misses", "itlb_misses"):
-        for ev in ("stlb_hit", "miss_causes_a_walk", "walk_completed",
-                   "walk_completed_4k", "walk_completed_2m_4m", "walk_completed_1g"):
+        for ev in (
+            "stlb_hit",
+            "miss_causes_a_walk",
+            "walk_completed",
+            "walk_completed_4k",
+            "walk_completed_2m_4m",
+            "walk_completed_1g",
+        ):
             perf(s[f"{side}.{ev}"], f"{side}.{ev}")
     out.append("")
 
     def champsim(name: str, kind: str, access: int, miss: int) -> None:
-        out.append(f"cpu0->cpu0_{name} {kind:<12s} ACCESS: {access:10d} HIT: "
-                   f"{access - miss:10d} MISS: {miss:10d} MSHR_MERGE: {0:10d}")
+        out.append(
+            f"cpu0->cpu0_{name} {kind:<12s} ACCESS: {access:10d} HIT: "
+            f"{access - miss:10d} MISS: {miss:10d} MSHR_MERGE: {0:10d}"
+        )
 
     loads, stores, fetches = s["dTLB-loads"], s["dTLB-stores"], s["iTLB-loads"]
-    lmiss, smiss, imiss = s["dTLB-load-misses"], s["dTLB-store-misses"], s["iTLB-load-misses"]
+    lmiss, smiss, imiss = (
+        s["dTLB-load-misses"],
+        s["dTLB-store-misses"],
+        s["iTLB-load-misses"],
+    )
     champsim("DTLB", "TOTAL", loads + stores, lmiss + smiss)
     champsim("DTLB", "LOAD", loads, lmiss)
     champsim("DTLB", "RFO", stores, smiss)
     champsim("ITLB", "TOTAL", fetches, imiss)
     champsim("ITLB", "LOAD", fetches, imiss)
-    l2_walks = {k: s[f"{k}.miss_causes_a_walk"]
-                for k in ("dtlb_load_misses", "dtlb_store_misses", "itlb_misses")}
+    l2_walks = {
+        k: s[f"{k}.miss_causes_a_walk"]
+        for k in ("dtlb_load_misses", "dtlb_store_misses", "itlb_misses")
+    }
     champsim("STLB", "TOTAL", lmiss + smiss + imiss, sum(l2_walks.values()))
-    champsim("STLB", "LOAD", lmiss + imiss,
-             l2_walks["dtlb_load_misses"] + l2_walks["itlb_misses"])
+    champsim(
+        "STLB",
+        "LOAD",
+        lmiss + imiss,
+        l2_walks["dtlb_load_misses"] + l2_walks["itlb_misses"],
+    )
     champsim("STLB", "RFO", smiss, l2_walks["dtlb_store_misses"])
     out.append("")
     walks = sum(l2_walks.values())
     refs = {lv: s[f"walk_ref.{lv}"] for lv in ("pml5", "pml4", "pdpt", "pd", "pt")}
-    out.append(f"walks: {walks:,} (+{s['dirty_bit_walks']:,} to set D); walk memory "
-               f"references: " + ", ".join(f"{k} {v:,}" for k, v in refs.items()
-                                            if k != "pml5" or v))
-    out.append(f"paging-structure cache hits: " + ", ".join(
-        f"{k} {s[f'psc_hit.{k}']:,}" for k in ("pml5", "pml4", "pdpt", "pd")) +
-        f"; misses {s['psc_miss']:,}")
+    out.append(
+        f"walks: {walks:,} (+{s['dirty_bit_walks']:,} to set D); walk memory "
+        f"references: "
+        + ", ".join(f"{k} {v:,}" for k, v in refs.items() if k != "pml5" or v)
+    )
+    out.append(
+        "paging-structure cache hits: "
+        + ", ".join(
+            f"{k} {s[f'psc_hit.{k}']:,}" for k in ("pml5", "pml4", "pdpt", "pd")
+        )
+        + f"; misses {s['psc_miss']:,}"
+    )
     acc = max(s["accesses"], 1)
-    out.append(f"walk cycles: {s['walk_cycles']:,}; translation cycles: "
-               f"{s['translation_cycles']:,} ({s['translation_cycles'] / acc:.3f} per "
-               "access)")
+    out.append(
+        f"walk cycles: {s['walk_cycles']:,}; translation cycles: "
+        f"{s['translation_cycles']:,} ({s['translation_cycles'] / acc:.3f} per "
+        "access)"
+    )
     if r.instructions:
         k = r.instructions / 1000.0
-        out.append(f"MPKI ({r.instructions:,} instructions = fetch records): "
-                   f"dTLB {(lmiss + smiss) / k:.3f}, iTLB {imiss / k:.3f}, "
-                   f"STLB {walks / k:.3f}")
-    out.append(f"page faults: {s['page_faults']:,} (demand paging {r.faults['total']:,}: "
-               f"4K {r.faults['faults_4k']:,}, 2M {r.faults['faults_2m']:,}, "
-               f"1G {r.faults['faults_1g']:,}, huge-page fallbacks "
-               f"{r.faults['fallbacks']:,})")
+        out.append(
+            f"MPKI ({r.instructions:,} instructions = fetch records): "
+            f"dTLB {(lmiss + smiss) / k:.3f}, iTLB {imiss / k:.3f}, "
+            f"STLB {walks / k:.3f}"
+        )
+    out.append(
+        f"page faults: {s['page_faults']:,} (demand paging {r.faults['total']:,}: "
+        f"4K {r.faults['faults_4k']:,}, 2M {r.faults['faults_2m']:,}, "
+        f"1G {r.faults['faults_1g']:,}, huge-page fallbacks "
+        f"{r.faults['fallbacks']:,})"
+    )
     return "\n".join(out) + "\n"
 
 
@@ -311,11 +381,25 @@ def to_json(r: RunResult) -> dict[str, Any]:
 
 def write_csv(r: RunResult, f: TextIO) -> None:
     """The time series (or one total row) as CSV."""
-    rows = r.series or [{"accesses": r.accesses, **{k: r.stats[k] for k in (
-        "dTLB-load-misses", "dTLB-store-misses", "iTLB-load-misses",
-        "dtlb_load_misses.walk_completed", "dtlb_store_misses.walk_completed",
-        "itlb_misses.walk_completed", "walk_cycles", "translation_cycles",
-        "page_faults")}}]
+    rows = r.series or [
+        {
+            "accesses": r.accesses,
+            **{
+                k: r.stats[k]
+                for k in (
+                    "dTLB-load-misses",
+                    "dTLB-store-misses",
+                    "iTLB-load-misses",
+                    "dtlb_load_misses.walk_completed",
+                    "dtlb_store_misses.walk_completed",
+                    "itlb_misses.walk_completed",
+                    "walk_cycles",
+                    "translation_cycles",
+                    "page_faults",
+                )
+            },
+        }
+    ]
     w = csv.DictWriter(f, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
@@ -323,10 +407,20 @@ def write_csv(r: RunResult, f: TextIO) -> None:
 
 def main_run_trace(a: Any) -> int:
     """The CLI handler (arguments from kernel_model.cli)."""
-    cfg = RunConfig(traces=list(a.traces), format=a.format, cpu=a.cpu, levels=a.levels,
-                    pages={"never": "4k", "always": "thp"}.get(a.thp, a.thp),
-                    placement=a.placement, ram=a.ram, warmup=a.warmup, limit=a.limit,
-                    interval=a.interval, seed=a.seed, skip_bad=a.skip_bad)
+    cfg = RunConfig(
+        traces=list(a.traces),
+        format=a.format,
+        cpu=a.cpu,
+        levels=a.levels,
+        pages={"never": "4k", "always": "thp"}.get(a.thp, a.thp),
+        placement=a.placement,
+        ram=a.ram,
+        warmup=a.warmup,
+        limit=a.limit,
+        interval=a.interval,
+        seed=a.seed,
+        skip_bad=a.skip_bad,
+    )
     progress = sys.stderr if sys.stderr.isatty() and not a.quiet else None
     r = run(cfg, progress)
     sys.stdout.write(format_report(r))

@@ -294,6 +294,14 @@ def compare(
     return [run_policy(p, ram, cpu, ev, w) for p in policies]
 
 
+_LEVELS = ("pml5", "pml4", "pdpt", "pd", "pt")
+
+
+def _both(r: Result, event: str) -> int:
+    """A dtlb event summed over loads and stores."""
+    return r.stats[f"dtlb_load_misses.{event}"] + r.stats[f"dtlb_store_misses.{event}"]
+
+
 def format_table(
     results: list[Result], ram: str, cpu: str, events: Events, w: Workload
 ) -> str:
@@ -331,22 +339,16 @@ def format_table(
     add("dTLB-store-misses", lambda r: f"{r.stats['dTLB-store-misses']}")
     add(
         "STLB hits",
-        lambda r: (
-            f"{r.stats['dtlb_load_misses.stlb_hit'] + r.stats['dtlb_store_misses.stlb_hit']}"
-        ),
+        lambda r: f"{_both(r, 'stlb_hit')}",
     )
     for size, key in (("4k", "4k"), ("2m", "2m_4m"), ("1g", "1g")):
         add(
             f"walks completed {size}",
-            lambda r, key=key: (
-                f"{r.stats[f'dtlb_load_misses.walk_completed_{key}'] + r.stats[f'dtlb_store_misses.walk_completed_{key}']}"
-            ),
+            lambda r, key=key: f"{_both(r, f'walk_completed_{key}')}",
         )
     add(
         "walk memory refs",
-        lambda r: (
-            f"{sum(r.stats[f'walk_ref.{lv}'] for lv in ('pml5', 'pml4', 'pdpt', 'pd', 'pt'))}"
-        ),
+        lambda r: f"{sum(r.stats[f'walk_ref.{lv}'] for lv in _LEVELS)}",
     )
     add("cycles / access", lambda r: f"{r.cycles_per_access:.3f}")
     add(

@@ -164,14 +164,14 @@ class CPA:
         self.skip_split_flush = False  # test hook: a broken CPA for the validator
         self.skip_alias = False  # test hook: a broken CPA for the validator
 
-    # ---- symbols ------------------------------------------------------------------------
+    # ---- symbols ---------------------------------------------------------------------
 
     @property
     def sym(self) -> KernelSymbols:
         """The kernel image's symbols (high-map virtual addresses)."""
         return self.m.sym
 
-    # ---- warnings ------------------------------------------------------------------------
+    # ---- warnings --------------------------------------------------------------------
 
     def _warn(self, msg: str, once_key: str | None = None) -> None:
         if once_key is not None:
@@ -206,7 +206,7 @@ class CPA:
             return cpa.vaddr[idx] & ~(PAGE_SIZE - 1)
         return cpa.vaddr[0] + idx * PAGE_SIZE
 
-    # ---- static protections (2.6) ------------------------------------------------------
+    # ---- static protections (2.6) ----------------------------------------------------
 
     def _overlaps(self, a0: int, a1: int, b0: int, b1: int) -> bool:
         return a0 <= b1 and b0 <= a1
@@ -305,7 +305,7 @@ class CPA:
             prot &= ~_PROTNONE
         return prot
 
-    # ---- the main loop (2.3, 2.4) -----------------------------------------------------------
+    # ---- the main loop (2.3, 2.4) ----------------------------------------------------
 
     def change_page_attr_set_clr(
         self,
@@ -444,7 +444,7 @@ class CPA:
         )
         return -EFAULT
 
-    # ---- large pages (2.6) -------------------------------------------------------------------
+    # ---- large pages (2.6) -----------------------------------------------------------
 
     def should_split_large_page(
         self, look: pt.Lookup, address: int, cpa: CpaData
@@ -459,7 +459,8 @@ class CPA:
     ) -> int:
         level = look.level
         old = look.entry
-        assert old is not None and look.entry_pa is not None
+        if old is None or look.entry_pa is None:
+            return -EINVAL  # the caller looked up a present large entry
         if level == PG_LEVEL_2M:
             self.stats.mb_checked += 1
         elif level == PG_LEVEL_1G:
@@ -521,7 +522,7 @@ class CPA:
             self.stats.gb_preserved += 1
         return 0
 
-    # ---- splitting (2.7) ---------------------------------------------------------------------
+    # ---- splitting (2.7) -------------------------------------------------------------
 
     def _alloc_split_table(self) -> int | None:
         if self.fail_table_allocs > 0:
@@ -546,7 +547,8 @@ class CPA:
     ) -> None:
         level = look.level
         old = look.entry
-        assert old is not None and look.entry_pa is not None
+        if old is None or look.entry_pa is None:
+            raise EmuValueError(f"split of a missing entry at {address:#x}")
         psize = pt.page_level_size(level)
         lpaddr = address & ~(psize - 1)
         ref_prot = pt.pte_flags(old) | (old & pt._PAGE_PAT_LARGE)
@@ -594,7 +596,7 @@ class CPA:
         if not self.skip_split_flush:
             self.m.cpus.flush_all(include_global=True)
 
-    # ---- aliases (2.9) -----------------------------------------------------------------------
+    # ---- aliases (2.9) ---------------------------------------------------------------
 
     def cpa_process_alias(self, cpa: CpaData) -> int:
         """cpa_process_alias(): the direct-map and high-map aliases, NX masked out."""
@@ -636,7 +638,7 @@ class CPA:
         s = self.sym
         return s.pa_text >> 12 <= pfn <= (s.pa_brk_end_2m - 1) >> 12
 
-    # ---- flushing (2.8) ------------------------------------------------------------------------
+    # ---- flushing (2.8) --------------------------------------------------------------
 
     def cpa_flush_all(self) -> None:
         """cpa_flush_all(): a full flush on every CPU."""
@@ -644,8 +646,10 @@ class CPA:
         self.m.cpus.flush_all(include_global=True)
 
     def cpa_flush(self, cpa: CpaData) -> None:
-        """cpa_flush() (7.0): flush_tlb_kernel_range(start, start + numpages pages), or
-        everything when an alias was touched; then the collapse for set_memory_rox.
+        """cpa_flush() (7.0): the end-of-CPA flush, then set_memory_rox's collapse.
+
+        flush_tlb_kernel_range(start, start + numpages pages), or everything when an
+        alias was touched.
 
         As in 7.0, the range starts at the *first* address even in the array modes.
         """
@@ -656,8 +660,10 @@ class CPA:
             self.cpa_collapse_large_pages(cpa)
 
     def flush_tlb_kernel_range(self, start: int, end: int) -> None:
-        """flush_tlb_kernel_range() (arch/x86/mm/tlb.c): INVLPG each page on every CPU
-        up to the ceiling, else a full flush on every CPU.
+        """flush_tlb_kernel_range() (arch/x86/mm/tlb.c).
+
+        INVLPG each page on every CPU up to the ceiling, else a full flush on every
+        CPU.
         """
         if end == TLB_FLUSH_ALL or (end - start) > self.flush_ceiling << 12:
             self.cpa_flush_all()
@@ -672,7 +678,7 @@ class CPA:
 
         self.m.cpus.shootdown(op)
 
-    # ---- collapse (3) -----------------------------------------------------------------------
+    # ---- collapse (3) ----------------------------------------------------------------
 
     def cpa_collapse_large_pages(self, cpa: CpaData) -> int:
         """cpa_collapse_large_pages(): try every PMD the primary range overlaps."""

@@ -82,8 +82,9 @@ class Vmalloc:
         prot: int | None = None,
         module: bool = False,
     ) -> VmArea:
-        """__vmalloc_node_range(): map ``size`` bytes (rounded up to pages, or to 2M
-        with ``huge``) of fresh pages.
+        """__vmalloc_node_range(): map ``size`` bytes of fresh pages.
+
+        The size is rounded up to pages, or to 2M with ``huge``.
 
         Raises:
             EmuValueError: a non-positive size.

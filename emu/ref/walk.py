@@ -57,8 +57,9 @@ def alignment_bits(cfg: WalkConfig, level: int, entry: int) -> int:
     return 0
 
 
-def rights_fault(cfg: WalkConfig, acc: int, rw: bool, us: bool, xd: bool,
-                 pkey: int) -> int:
+def rights_fault(
+    cfg: WalkConfig, acc: int, rw: bool, us: bool, xd: bool, pkey: int
+) -> int:
     """0 if allowed, else the P (and PK) bits of the #PF error code."""
     kind = acc & arch.ACC_KIND_MASK
     # an implicit access is a supervisor access even at CPL 3 (SDM 3A 4.6)
@@ -112,8 +113,9 @@ def translate(mem: Memory, cfg: WalkConfig, va: int, acc: int) -> WalkResult:
         if qemu:
             rsvd &= ~alignment_bits(cfg, level, entry)
         if entry & rsvd:
-            return WalkResult.fault(arch.VEC_PF, ec | arch.PF_P | arch.PF_RSVD, va,
-                                    level, path)
+            return WalkResult.fault(
+                arch.VEC_PF, ec | arch.PF_P | arch.PF_RSVD, va, level, path
+            )
         rw = rw and bool(entry & arch.PTE_RW)
         us = us and bool(entry & arch.PTE_US)
         if cfg.flags & arch.WF_NXE:
@@ -128,8 +130,9 @@ def translate(mem: Memory, cfg: WalkConfig, va: int, acc: int) -> WalkResult:
         table = bits(entry, 51, 12) << 12
 
     if qemu and entry & alignment_bits(cfg, level, entry):
-        return WalkResult.fault(arch.VEC_PF, ec | arch.PF_P | arch.PF_RSVD, va, level,
-                                tuple(used))
+        return WalkResult.fault(
+            arch.VEC_PF, ec | arch.PF_P | arch.PF_RSVD, va, level, tuple(used)
+        )
     refused = rights_fault(cfg, acc, rw, us, xd, arch.pte_pkey(entry))
     if refused:
         return WalkResult.fault(arch.VEC_PF, ec | refused, va, level, tuple(used))
@@ -146,8 +149,9 @@ def translate(mem: Memory, cfg: WalkConfig, va: int, acc: int) -> WalkResult:
         base = bits(entry, 51, 12) << 12
     else:
         base = (bits(entry, 51, 12) << 12) & ~(size - 1)  # drops PAT (bit 12)
-    return WalkResult(True, base | (va & (size - 1)), size, None, None, None, level,
-                      tuple(used))
+    return WalkResult(
+        True, base | (va & (size - 1)), size, None, None, None, level, tuple(used)
+    )
 
 
 def walk(
