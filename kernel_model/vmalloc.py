@@ -206,14 +206,7 @@ class Vmalloc:
             raise EmuValueError(f"vfree({addr:#x}): not the start of a vmalloc area")
         del self.areas[addr]
         self._unmap(area)
-        npages = area.npages
-        self.m.cpus.shootdown(
-            lambda mmu: (
-                [mmu.invlpg(area.addr + i * PAGE_SIZE) for i in range(npages)]
-                if npages <= self.m.config.flush_ceiling
-                else mmu.flush_all(True)
-            )
-        )
+        self.m.cpa.flush_tlb_kernel_range(area.addr, area.addr + area.size)
         if not area.owned:  # vunmap(): the pages stay the caller's
             return
         order = 9 if area.huge else 0
