@@ -145,8 +145,8 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
 
 static inline uint64_t entry_va(uint64_t tag)
 {
-    unsigned level = (unsigned)(tag & 3u);
-    return (tag >> 2) << (12 + 9 * (level - 1));
+    unsigned level = (unsigned)(tag & TLB_TAG_LEVEL_MASK);
+    return (tag >> TLB_TAG_LEVEL_BITS) << (12 + 9 * (level - 1));
 }
 
 /* Kills the entries of array a that cover va and satisfy the PCID filter, fractured pieces
@@ -369,7 +369,7 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
         return m->cfg.lat_walk_ref;
     tlb_array *c = &m->ptec;
     uint64_t line = entry_pa >> PTE_LINE_SHIFT;
-    uint64_t tag = (line << 2) | 1u;
+    uint64_t tag = (line << TLB_TAG_LEVEL_BITS) | 1u;
     uint32_t set = (uint32_t)line & c->set_mask;
     const uint64_t *t = c->tags + (size_t)set * c->ways;
     for (uint32_t w = 0; w < c->ways; w++) {
@@ -829,7 +829,7 @@ int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
             if (k < cap) {
                 emu_tlb_entry_info *o = &out[k];
                 memset(o, 0, sizeof(*o));
-                o->va = (t->tags[i] >> 2) << (12 + 9 * (l - 1));
+                o->va = (t->tags[i] >> TLB_TAG_LEVEL_BITS) << (12 + 9 * (l - 1));
                 o->pa = t->e[i].pfn << 12;
                 o->page_size = 1ull << (12 + 9 * (l - 1));
                 o->orig_page_size = o->page_size;

@@ -7,7 +7,7 @@
 #define TLB_F_GLOBAL 0x1
 #define TLB_F_DIRTY 0x2
 
-/* One cached translation.  The tag (in tlb_array.tags) is vpn << 2 | level, where vpn is
+/* One cached translation.  The tag (in tlb_array.tags) is vpn << 3 | level, where vpn is
  * the full canonical VA shifted right by the page shift: no VA bit is masked away. */
 typedef struct tlb_entry {
     uint64_t pfn;       /* frame of this entry's page, in 4 KiB units */
@@ -35,9 +35,12 @@ typedef struct tlb_array {
     uint32_t nfract;    /* valid entries with orig_level > level */
 } tlb_array;
 
+#define TLB_TAG_LEVEL_BITS 3 /* levels 1..5 (PSCs go up to PML5) */
+#define TLB_TAG_LEVEL_MASK 7u
+
 static inline uint64_t tlb_tag(uint64_t va, int level)
 {
-    return ((va >> (12 + 9 * (level - 1))) << 2) | (uint64_t)level;
+    return ((va >> (12 + 9 * (level - 1))) << TLB_TAG_LEVEL_BITS) | (uint64_t)level;
 }
 
 int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, uint32_t ways,
