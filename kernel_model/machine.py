@@ -323,6 +323,10 @@ class Machine(SetMemoryAPI):
         """Finish booting: kfence, free_initmem(), mark_readonly(), SYSTEM_RUNNING."""
         if self.system_state == SYSTEM_RUNNING:
             raise EmuValueError("the machine has already finished booting")
+        if not self.direct.direct_gbpages:
+            # arch/x86/kernel/cpu/common.c: the first 2M never becomes a large page
+            # (fixed MTRRs cover it)
+            self.set_memory_4k(self.va(0), 1)
         if self.config.kfence:
             self.kfence_init()
         self.free_kernel_image_pages(

@@ -25,7 +25,7 @@ _FLAG_KEEP = pt._PAGE_USER | pt._PAGE_RW
 def format_size(delta: int) -> str:
     """The size column: ``%9lu%c `` with the largest unit dividing ``delta``."""
     unit = 0
-    while delta and delta % 1024 == 0 and unit < len(_UNITS) - 1:
+    while delta % 1024 == 0 and unit < len(_UNITS) - 1:  # 0 ends at "E", as in Linux
         delta //= 1024
         unit += 1
     return f"{delta:9d}{_UNITS[unit]} "
@@ -96,10 +96,10 @@ def _flush_run(st: _State, addr: int) -> None:
 
 
 def _flags_for_compare(entry: int, depth: int) -> int:
-    prot = entry & pt.PTE_FLAGS_MASK
-    if depth in (2, 3) and entry & pt._PAGE_PSE:
-        prot |= entry & pt._PAGE_PAT_LARGE  # the large-page PAT bit is a flag here
-    return prot
+    """note_page()'s ``val & PTE_FLAGS_MASK``: bit 12 is a PFN bit of that mask, so a
+    large leaf's PAT bit (12) neither prints nor breaks a run."""
+    del depth
+    return entry & pt.PTE_FLAGS_MASK
 
 
 def _is_table(e: int, level: int) -> bool:
@@ -127,9 +127,10 @@ def _walk(
     holes) are noted once; entries at a marker address are noted too, since there a
     run breaks whatever the flags.
     """
-    # depth as the generic walker counts it: pgd 0 .. pte 4; with 4-level paging the
-    # P4D is folded into the PGD, whose holes therefore show as p4d
-    depth = {5: 0, 4: 1, 3: 2, 2: 3, 1: 4}[level]
+    # depth as the generic walker counts it: pgd 0 .. pte 4.  With 4-level paging the
+    # P4D is folded (PTRS_PER_P4D == 1), so mm/pagewalk.c's real_depth() reports the
+    # top level's holes at depth 0: "pgd"
+    depth = {5: 0, 4: 0 if top else 1, 3: 2, 2: 3, 1: 4}[level]
     size = pt.page_level_size(level)
     entries = [int(x) for x in t.read_table(table)]
     va_bits = 57 if t.la57 else 48
@@ -167,12 +168,17 @@ def _walk(
             prot = key
             eff = (eff_above & e & _FLAG_KEEP) | ((eff_above | e) & _NX)
         yield a, depth, prot, eff
+        # one marker advances per note, so markers sharing an entry take the entries
+        # that follow it
         run_end = addrs[j - 1] + size
         k = bisect.bisect_right(markers, a)
+        last = a
         while k < len(markers) and markers[k] < run_end:
-            at = a + ((markers[k] - a + size - 1) // size) * size
-            if at < run_end:
-                yield at, depth, prot, eff
+            at = max(a + ((markers[k] - a + size - 1) // size) * size, last + size)
+            if at >= run_end:
+                break
+            yield at, depth, prot, eff
+            last = at
             k += 1
         i = j
 

@@ -871,11 +871,15 @@ class SetMemoryAPI:
         )
 
     def set_memory_x(self, addr: int, numpages: int) -> int:
-        """set_memory_x(): clear NX."""
+        """set_memory_x(): clear NX (a no-op when the CPU has no NX)."""
+        if not self.cpa.m.supported_pte_mask & _NX:
+            return 0
         return self._range(addr, numpages, 0, _NX)
 
     def set_memory_nx(self, addr: int, numpages: int) -> int:
-        """set_memory_nx(): set NX."""
+        """set_memory_nx(): set NX (a no-op when the CPU has no NX)."""
+        if not self.cpa.m.supported_pte_mask & _NX:
+            return 0
         return self._range(addr, numpages, _NX, 0)
 
     def set_memory_ro(self, addr: int, numpages: int) -> int:
