@@ -95,10 +95,12 @@ def _flush_run(st: _State, addr: int) -> None:
     )
 
 
-def _flags_for_compare(entry: int, depth: int) -> int:
-    """note_page()'s ``val & PTE_FLAGS_MASK``: bit 12 is a PFN bit of that mask, so a
-    large leaf's PAT bit (12) neither prints nor breaks a run."""
-    del depth
+def _flags_for_compare(entry: int) -> int:
+    """note_page()'s ``val & PTE_FLAGS_MASK``.
+
+    Bit 12 is a PFN bit of that mask, so a large leaf's PAT bit (12) neither prints nor
+    breaks a run.
+    """
     return entry & pt.PTE_FLAGS_MASK
 
 
@@ -152,13 +154,13 @@ def _walk(
             )
             i += 1
             continue
-        key = _flags_for_compare(e, depth) if e else -1
+        key = _flags_for_compare(e) if e else -1
         j = i + 1
         while j < pt.PTRS_PER_TABLE and addrs[j] < hi:
             f = entries[j]
             if (
                 _is_table(f, level)
-                or (_flags_for_compare(f, depth) if f else -1) != key
+                or (_flags_for_compare(f) if f else -1) != key
             ):
                 break
             j += 1
