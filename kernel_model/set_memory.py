@@ -284,6 +284,8 @@ class CPA:
         rw_up: bool,
     ) -> int:
         """verify_rwx(): warn (once) about a W^X change; 7.0 does not refuse it."""
+        if not self.m.supported_pte_mask & _NX:
+            return new
         if not ((old ^ new) & (_RW | _NX)):
             return new
         if (new & (_RW | _NX)) != _RW:
@@ -542,6 +544,27 @@ class CPA:
         self._split_large_page(cpa, look, address, table)
         return 0
 
+    def _split_set_pte(
+        self, cpa: CpaData, pfn: int, ref_prot: int, address: int, size: int
+    ) -> int:
+        """split_set_pte(): a child's protection, fixed up after an inconsistency.
+
+        Only a 2M split's 4K children can be fixed; a 1G split warns.
+        """
+        if not cpa.force_static_prot:
+            return ref_prot
+        prot = self.static_protections(
+            ref_prot, address, pfn, size >> 12, 0, CPA_PROTECT
+        )
+        if prot == ref_prot:
+            return ref_prot
+        if size == PAGE_SIZE:
+            return prot
+        self._warn(
+            "CPA: Cannot fixup static protections for PUD split", once_key="pudfix"
+        )
+        return ref_prot
+
     def _split_large_page(
         self, cpa: CpaData, look: pt.Lookup, address: int, table: int
     ) -> None:
@@ -565,19 +588,11 @@ class CPA:
         ref_prot = self.clear_protnone_bits(ref_prot)
         entries: list[int] = []
         for i in range(pt.PTRS_PER_TABLE):
-            prot = ref_prot
             pfn = base_pfn + i * pfninc
-            if cpa.force_static_prot:
-                if level == PG_LEVEL_2M:
-                    prot = self.static_protections(
-                        ref_prot, lpaddr + i * lpinc, pfn, 1, 0, CPA_CONFLICT
-                    )
-                else:
-                    self._warn(
-                        "CPA: Cannot fixup static protections for PUD split",
-                        once_key="pudfix",
-                    )
-            entries.append((pfn << 12) | prot)
+            entries.append(
+                (pfn << 12)
+                | self._split_set_pte(cpa, pfn, ref_prot, lpaddr + i * lpinc, lpinc)
+            )
         self.pt.write_table(table, np.array(entries, dtype=np.uint64))
         # accounting (1.7): only for virt_addr_valid addresses whose PFN is mapped
         if self.virt_addr_valid(address) and self.m.direct.pfn_range_is_mapped(
