@@ -9,7 +9,6 @@ with units, the flag columns and the level names.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -84,7 +83,7 @@ def _note(st: _State, addr: int, depth: int, prot: int, eff: int) -> None:
 
 
 def _flush_run(st: _State, addr: int) -> None:
-    if st.eff & pt._PAGE_RW and not st.eff & _NX and st.prot & pt._PAGE_PRESENT:
+    if st.eff & pt._PAGE_RW and not st.eff & _NX:  # effective prot only, as note_wx
         st.wx_pages += (addr - st.start) // pt.PAGE_SIZE
         if st.wx_first is None:
             st.wx_first = st.start
@@ -114,6 +113,7 @@ def _is_table(e: int, level: int) -> bool:
 
 def _walk(
     t: PageTables,
+    st: _State,
     table: int,
     level: int,
     base: int,
@@ -150,7 +150,7 @@ def _walk(
         if _is_table(e, level):
             eff = (eff_above & e & _FLAG_KEEP) | ((eff_above | e) & _NX)
             yield from _walk(
-                t, e & pt.PTE_PFN_MASK, level - 1, a, eff, lo, hi, markers, False
+                t, st, e & pt.PTE_PFN_MASK, level - 1, a, eff, lo, hi, markers, False
             )
             i += 1
             continue
@@ -158,10 +158,7 @@ def _walk(
         j = i + 1
         while j < pt.PTRS_PER_TABLE and addrs[j] < hi:
             f = entries[j]
-            if (
-                _is_table(f, level)
-                or (_flags_for_compare(f) if f else -1) != key
-            ):
+            if _is_table(f, level) or (_flags_for_compare(f) if f else -1) != key:
                 break
             j += 1
         if e == 0:
@@ -170,18 +167,17 @@ def _walk(
             prot = key
             eff = (eff_above & e & _FLAG_KEEP) | ((eff_above | e) & _NX)
         yield a, depth, prot, eff
-        # one marker advances per note, so markers sharing an entry take the entries
-        # that follow it
+        # the walker notes every entry, but only one at or past a pending marker can
+        # break a run, and each note advances one marker: note those entries
         run_end = addrs[j - 1] + size
-        k = bisect.bisect_right(markers, a)
-        last = a
-        while k < len(markers) and markers[k] < run_end:
-            at = max(a + ((markers[k] - a + size - 1) // size) * size, last + size)
+        pos = a
+        while st.marker + 1 < len(markers):
+            want = max(pos + size, markers[st.marker + 1])
+            at = a + ((want - a + size - 1) // size) * size
             if at >= run_end:
                 break
             yield at, depth, prot, eff
-            last = at
-            k += 1
+            pos = at
         i = j
 
 
@@ -205,7 +201,7 @@ def ptdump(
     for lo, hi in ((0, half), (guard_hole_end, 1 << 64)):
         top_eff = _FLAG_KEEP  # the PGD's own flags start the AND
         for addr, depth, prot, eff in _walk(
-            t, t.pgd, t.top_level, 0, top_eff, lo, hi, marker_addrs, True
+            t, st, t.pgd, t.top_level, 0, top_eff, lo, hi, marker_addrs, True
         ):
             _note(st, addr, depth, prot, eff)
     _flush_run(st, 1 << 64)
