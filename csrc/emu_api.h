@@ -333,3 +333,74 @@ int emu_mmu_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_
  * page_size = bytes the entry covers, array = the level (EMU_LVL_PD..PML5). */
 int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
                         size_t *needed);
+
+/* ---- trace parsing (csrc/trace.c) ---- */
+/* Owned by the trace readers (emu/trace/).  Text trace formats are parsed here into
+ * caller-provided record arrays; formats.md 1.2 defines the lackey grammar. */
+
+/* One access of a trace.  emu.trace.TRACE_DTYPE mirrors it field by field (checked at
+ * import; the byte at offset 9 is padding).  icount counts the fetch records up to and
+ * including this access's instruction (0 before the first fetch or where unknown). */
+typedef struct emu_trace_rec {
+    uint64_t addr;   /* virtual address */
+    uint8_t kind;    /* EMU_ACC_READ, EMU_ACC_WRITE or EMU_ACC_FETCH */
+    uint16_t asid;   /* address-space id; 0 where the format has none */
+    uint32_t size;   /* bytes accessed; 0 where the format has none */
+    uint64_t icount; /* instructions fetched so far, this one included */
+} emu_trace_rec;
+
+/* flags of the parse functions */
+#define EMU_TRACE_FINAL 0x1    /* buf ends the input: a last line without '\n' is parsed */
+#define EMU_TRACE_SKIP_BAD 0x2 /* count and skip malformed lines instead of stopping */
+
+/* emu_trace_parse_state.status */
+#define EMU_TRACE_END 0  /* all whole lines consumed; a partial last line is left unless FINAL */
+#define EMU_TRACE_FULL 1 /* out is full: call again with buf + consumed */
+#define EMU_TRACE_BAD 2  /* stopped before malformed line bad_line; consumed = bad_offset */
+#define EMU_TRACE_DIRECTIVE 3 /* native: stopped before a '#'-directive line at consumed */
+
+/* emu_trace_parse_state.reason: what is wrong with a malformed line.  KIND: neither a
+ * record ("I  ", " L ", " S ", " M ") nor a valgrind line ("==", "--", "**", "SB ", blank). */
+#define EMU_TRACE_BAD_KIND 1
+#define EMU_TRACE_BAD_ADDR 2     /* address: not 1..16 hex digits followed by ',' */
+#define EMU_TRACE_BAD_SIZE 3     /* size: not 1..10 decimal digits below 2^32 */
+#define EMU_TRACE_BAD_TRAILING 4 /* characters after the size */
+#define EMU_TRACE_BAD_SYNTAX 5   /* din, xdin, pinatrace, native: see emu/trace for why */
+
+/* text formats of emu_trace_text_parse (grammars: emu/trace/din.py, pinatrace.py,
+ * native.py, which parse single lines the same way for diagnostics) */
+#define EMU_TRACE_DIN 1       /* Dinero "LABEL ADDRESS": labels 0-3 records, 4-5 ignored */
+#define EMU_TRACE_XDIN 2      /* Dinero IV "TYPE ADDRESS SIZE": c and v ignored */
+#define EMU_TRACE_PINATRACE 3 /* Pin "IP: R|W ADDRESS [SIZE]" */
+#define EMU_TRACE_NATIVE 4    /* mmulab "R|W|X|M ADDRESS [SIZE] [asid=N]"; events stop */
+
+/* Progress of one parse call.  Only icount is read (the fetches before buf); every other
+ * field is written.  Line numbers and offsets are relative to buf. */
+typedef struct emu_trace_parse_state {
+    uint64_t icount;     /* in: fetch records before buf; out: after the consumed lines */
+    uint64_t consumed;   /* bytes of whole lines consumed */
+    uint64_t records;    /* records written to out */
+    uint64_t lines;      /* lines consumed: records, skipped and malformed */
+    uint64_t skipped;    /* lines without a record: valgrind's, comments, blanks */
+    uint64_t bad;        /* malformed lines skipped under EMU_TRACE_SKIP_BAD */
+    uint64_t ignored;    /* records that are no access (Dinero cache control) */
+    uint64_t bad_line;   /* 1-based line of the first malformed line met; 0 if none */
+    uint64_t bad_offset; /* byte offset of that line in buf */
+    uint32_t status;     /* EMU_TRACE_END, _FULL, _BAD or _DIRECTIVE */
+    uint32_t reason;     /* EMU_TRACE_BAD_* of bad_line; 0 if none */
+} emu_trace_parse_state;
+
+/* Parses valgrind lackey --trace-mem=yes text in buf (borrowed, len bytes, no NUL
+ * needed) into out (borrowed, out, cap records; cap >= 2 guarantees progress): I gives a
+ * fetch, L a read, S a write, M a read then a write.  Whole lines only; progress and
+ * any malformed line go to *st (borrowed, in/out).  EMU_E_INVAL for bad arguments. */
+int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags,
+                           emu_trace_rec *out, size_t cap, emu_trace_parse_state *st);
+
+/* Parses text of format EMU_TRACE_DIN/XDIN/PINATRACE/NATIVE in buf (borrowed) into out
+ * (borrowed, out), progress in *st (borrowed, in/out), as emu_trace_lackey_parse does
+ * lackey; fetches count in icount.  Comment and blank lines are skipped; a native
+ * '#'-directive line (an event or the header) stops parsing with EMU_TRACE_DIRECTIVE so
+ * the caller handles it.  EMU_E_INVAL for bad arguments. */
+int emu_trace_text_parse(const uint8_t *buf, size_t len, uint32_t format, uint32_t flags,
+                         emu_trace_rec *out, size_t cap, emu_trace_parse_state *st);
