@@ -57,6 +57,7 @@ class RunResult:
     faults: dict[str, int] = field(default_factory=dict)
     footprint: dict[str, int] = field(default_factory=dict)
     crossings: int = 0
+    formats: list[str] = field(default_factory=list)
     series: list[dict[str, int]] = field(default_factory=list)
 
 
@@ -224,6 +225,7 @@ def run(cfg: RunConfig, progress: TextIO | None = None) -> RunResult:
     for path in cfg.traces:
         reader = emu.trace.read(path, format=cfg.format, skip_bad=cfg.skip_bad)
         with reader:
+            runner.result.formats.append(reader.format)
             for events, chunk in reader.iter_with_events():
                 for ev in events:
                     runner.apply_event(ev)
@@ -249,7 +251,8 @@ def format_report(r: RunResult) -> str:
     s = r.stats
     cfg = r.config
     out: list[str] = []
-    out.append(f"mmulab run-trace: {', '.join(cfg.traces)} ({cfg.format})")
+    fmts = ", ".join(r.formats) or cfg.format
+    out.append(f"mmulab run-trace: {', '.join(cfg.traces)} ({fmts})")
     out.append(
         f"machine: {cfg.ram} RAM, {cfg.cpu}, {cfg.levels}-level paging, pages "
         f"{cfg.pages}, placement {cfg.placement}, seed {cfg.seed}"
@@ -374,7 +377,7 @@ def to_json(r: RunResult) -> dict[str, Any]:
         "stats": r.stats,
         "faults": r.faults,
         "footprint": r.footprint,
-        "config": asdict(r.config),
+        "config": asdict(r.config) | {"formats": r.formats},
         "series": r.series,
     }
 
