@@ -9,13 +9,18 @@
 #define PM_EMPTY UINT64_MAX /* a free slot in the open-addressing index */
 #define PM_PA_LIMIT (1ull << EMU_PA_BITS_MAX)
 
+#define PM_CACHE 256 /* direct-mapped cache of recent frame lookups */
+
 /* Open addressing with linear probing, keyed by frame number.  cap is a power of two
- * and the table is kept at most half full, so probes stay short. */
+ * and the table is kept at most half full, so probes stay short.  Frames never move
+ * (a rehash moves only the index), so the lookup cache stays valid until a discard. */
 struct emu_physmem {
     uint64_t *keys;  /* frame numbers, PM_EMPTY for free slots */
     uint8_t **data;  /* 4 KiB zero-initialised frames */
     size_t cap;
     size_t count;
+    uint64_t cache_pfn[PM_CACHE]; /* PM_EMPTY when the slot is unused */
+    uint8_t *cache_ptr[PM_CACHE];
 };
 
 static inline size_t pm_slot(uint64_t pfn, size_t cap)
@@ -24,18 +29,34 @@ static inline size_t pm_slot(uint64_t pfn, size_t cap)
     return (size_t)((pfn * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
 }
 
-/* The frame's bytes, or NULL when the frame does not exist (reads as zeros). */
+/* The frame's bytes, or NULL when the frame does not exist (reads as zeros).  Page
+ * tables are read far more often than frames appear, so hits are cached; the cache is
+ * bookkeeping, not state, hence the cast away from const. */
 static inline uint8_t *pm_frame(const emu_physmem *m, uint64_t pfn)
 {
+    size_t c = (size_t)(pfn & (PM_CACHE - 1));
+    if (m->cache_pfn[c] == pfn)
+        return m->cache_ptr[c];
     size_t i = pm_slot(pfn, m->cap);
     for (;;) {
         uint64_t k = m->keys[i];
-        if (k == pfn)
+        if (k == pfn) {
+            emu_physmem *mm = (emu_physmem *)m;
+            mm->cache_pfn[c] = pfn;
+            mm->cache_ptr[c] = m->data[i];
             return m->data[i];
+        }
         if (k == PM_EMPTY)
             return NULL;
         i = (i + 1) & (m->cap - 1);
     }
+}
+
+/* Pointer to the aligned u64 at pa, or NULL when its frame does not exist. */
+static inline uint64_t *pm_word(const emu_physmem *m, uint64_t pa)
+{
+    uint8_t *f = pm_frame(m, pa >> PM_FRAME_SHIFT);
+    return f ? (uint64_t *)(void *)(f + (pa & (PM_FRAME_BYTES - 1))) : NULL;
 }
 
 /* Reads an aligned u64 that is known to be in range. */
@@ -47,16 +68,6 @@ static inline uint64_t pm_load8(const emu_physmem *m, uint64_t pa)
     uint64_t v;
     __builtin_memcpy(&v, f + (pa & (PM_FRAME_BYTES - 1)), 8);
     return v;
-}
-
-/* Stores an aligned u64 into a frame that is known to exist (A/D updates only ever touch
- * entries that were read non-zero, so their frame exists). */
-static inline void pm_store8_existing(const emu_physmem *m, uint64_t pa, uint64_t v)
-{
-    uint8_t *f = pm_frame(m, pa >> PM_FRAME_SHIFT);
-    EMU_DEBUG_ASSERT(f != NULL);
-    if (f)
-        __builtin_memcpy(f + (pa & (PM_FRAME_BYTES - 1)), &v, 8);
 }
 
 #endif

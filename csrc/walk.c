@@ -21,7 +21,7 @@ int walk_cfg_check(const emu_walk_cfg *cfg)
 }
 
 /* Reserved bits of a present entry at level (SDM 3A 4.5, Tables 4-14..4-20). */
-static uint64_t reserved_mask(const emu_walk_cfg *cfg, int level, uint64_t e)
+static inline uint64_t reserved_mask(const emu_walk_cfg *cfg, int level, uint64_t e)
 {
     uint64_t m = 0;
     if (cfg->maxphyaddr < EMU_PA_BITS_MAX) /* bits 51:M */
@@ -123,8 +123,8 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
     const int qemu = (cfg->flags & EMU_WF_A_QEMU) != 0;
     const int nxe = (cfg->flags & EMU_WF_NXE) != 0;
     const uint32_t acc_ec = walk_access_ec(cfg, access);
-    uint64_t entry_pa[6];
     uint64_t entry[6];
+    uint64_t *entry_ptr[6]; /* where each entry lives: frames never move during a walk */
     int top = start.level;
     uint64_t table = start.table_pa;
     unsigned rights = start.rights;
@@ -134,8 +134,9 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
     out->pkey = 0;
     for (level = top;; level--) {
         uint64_t epa = table + 8ull * va_index(va, level);
-        uint64_t e = pm_load8(m, epa);
-        entry_pa[level] = epa;
+        uint64_t *ep = pm_word(m, epa);
+        uint64_t e = ep ? *ep : 0;
+        entry_ptr[level] = ep;
         entry[level] = e;
         if (path) {
             path->entry[level - 1] = e;
@@ -168,7 +169,7 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
         /* QEMU sets A in each non-leaf entry as it passes, and in a PDPTE before it
          * looks at PS (so a refused or misaligned 1 GiB leaf still gets A). */
         if (qemu && !(e & EMU_PTE_A) && (!leaf || level == EMU_LVL_PDPT))
-            pm_store8_existing(m, epa, e | EMU_PTE_A);
+            *ep = e | EMU_PTE_A; /* present, so its frame exists */
         if (leaf)
             break;
         if (tr) {
@@ -196,13 +197,12 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
     }
 
     /* Allowed: A in every entry used, D in the leaf for a write (SDM 3A 4.8). */
+    const uint64_t dbit = (access & EMU_ACC_KIND_MASK) == EMU_ACC_WRITE ? EMU_PTE_D : 0;
     for (int l = top; l >= level; l--) {
-        uint64_t v = pm_load8(m, entry_pa[l]); /* QEMU mode may have set A already */
-        uint64_t nv = v | EMU_PTE_A;
-        if (l == level && (access & EMU_ACC_KIND_MASK) == EMU_ACC_WRITE)
-            nv |= EMU_PTE_D;
+        uint64_t v = *entry_ptr[l]; /* re-read: QEMU mode or an alias may have set A */
+        uint64_t nv = v | EMU_PTE_A | (l == level ? dbit : 0);
         if (nv != v)
-            pm_store8_existing(m, entry_pa[l], nv);
+            *entry_ptr[l] = nv;
         if (tr && l == level)
             tr->leaf = nv;
     }

@@ -42,8 +42,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "TLBConfig": ("emu.cpus", "TLBConfig"),
     "cpus": ("emu.cpus", None),
     "PhysMem": ("emu.physmem", "PhysMem"),
-    "walk": ("emu.walk", "walk"),
-    "walk_batch": ("emu.walk", "walk_batch"),
+    "walk": ("emu.walker", "walk"),
+    "walk_batch": ("emu.walker", "walk_batch"),
 }
 
 
