@@ -9,16 +9,24 @@
 #define NO_ARRAY 0xFF
 #define PTE_LINE_SHIFT 6 /* 64-byte lines hold 8 entries */
 
-/* A remembered genuine L1 hit: repeating the same access to the same 4 KiB page while
- * nothing in the MMU changed gives the same result and leaves the replacement state as
- * it is (the entry is already the most recently used of its array). */
+/* A remembered genuine L1 hit.  Repeating the same access to the same 4 KiB page
+ * gives the same result and leaves the replacement state as it is, as long as nothing
+ * touched, filled or invalidated that entry's set since (it is then still the most
+ * recently used entry of its set), the control state is the same, and no fill for that
+ * page went into another array of the role (which the lookup could find first). */
 typedef struct l1_memo {
     uint64_t vpn4k;
     uint64_t pa4k;
-    uint64_t epoch;
+    uint64_t epoch;    /* control-state epoch */
     uint32_t access;
     uint32_t page_size;
+    uint32_t set;
+    uint32_t settouch; /* the set's touch counter right after the hit */
+    uint32_t arr;
+    uint32_t reserved0;
 } l1_memo;
+
+#define MEMO_SLOTS 64 /* direct-mapped by 4K page number, per L1 role */
 
 enum { SLOT_FETCH, SLOT_LOAD, SLOT_STORE, NSLOTS };
 
@@ -39,7 +47,7 @@ struct emu_mmu {
     uint8_t role_arr[5][EMU_MAX_ARRAYS];
     uint8_t role_n[5];
     uint64_t epoch;
-    l1_memo memo[NSLOTS];
+    l1_memo memo[NSLOTS][MEMO_SLOTS];
 };
 
 /* ---- construction -------------------------------------------------------------------- */
@@ -95,6 +103,9 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
     }
     m->mem = mem;
     m->cfg = *cfg;
+    for (int r = 0; r < NSLOTS; r++)
+        for (int i = 0; i < MEMO_SLOTS; i++)
+            m->memo[r][i].vpn4k = UINT64_MAX;
     for (uint32_t i = 0; i < cfg->n_arrays; i++) {
         const emu_tlb_array_cfg *a = &cfg->arrays[i];
         int rc = EMU_E_INVAL;
@@ -240,7 +251,6 @@ static void sweep_all(emu_mmu *m, enum sweep how, uint16_t pcid)
     for (uint32_t i = 0; i < m->n_arr; i++)
         sweep_array(m, &m->arr[i], how, pcid, 1);
     sweep_pscs(m, how, pcid);
-    m->epoch++;
 }
 
 /* A #PF invalidates the TLB entries for the faulting page and the PSC entries that would
@@ -257,7 +267,6 @@ static void fault_invalidate(emu_mmu *m, uint64_t va)
         while ((w = tlb_find(&m->psc[l], va, l, m->pcid, &set)) >= 0)
             tlb_kill(&m->psc[l], set, (uint32_t)w);
     }
-    m->epoch++;
 }
 
 /* ---- fills ------------------------------------------------------------------------------ */
@@ -299,7 +308,10 @@ static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li)
     e.reserved0 = 0;
     uint32_t set = (uint32_t)(va >> pshift) & a->set_mask;
     tlb_insert(a, set, tlb_tag(va, best_level), &e);
-    m->epoch++;
+    int slot = role == EMU_ROLE_L1I ? SLOT_FETCH : role == EMU_ROLE_L1S ? SLOT_STORE
+               : role == EMU_ROLE_L1D ? SLOT_LOAD : -1;
+    if (slot >= 0) /* a new entry for this page may now be found first */
+        m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)].vpn4k = UINT64_MAX;
 }
 
 static int l1_role(uint32_t kind, const emu_mmu *m)
@@ -451,7 +463,6 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
     li->pkey = wr->pkey;
     li->flags = (uint8_t)(((tr.leaf & EMU_PTE_G) && m->ctl.cr4_pge ? TLB_F_GLOBAL : 0) |
                           ((tr.leaf & EMU_PTE_D) ? TLB_F_DIRTY : 0));
-    m->epoch++;
     return 1;
 }
 
@@ -501,8 +512,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     else
         m->st.loads++;
 
-    l1_memo *mo = &m->memo[slot];
-    if (mo->epoch == m->epoch && mo->vpn4k == va >> 12 && mo->access == access) {
+    l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
+    if (mo->vpn4k == va >> 12 && mo->access == access && mo->epoch == m->epoch &&
+        m->arr[mo->arr].settouch[mo->set] == mo->settouch) {
         r->pa = mo->pa4k | (va & 0xFFF);
         r->page_size = mo->page_size;
         r->error_code = 0;
@@ -573,6 +585,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
                 mo->epoch = m->epoch;
                 mo->access = access;
                 mo->page_size = r->page_size;
+                mo->arr = (uint32_t)(h.a - m->arr);
+                mo->set = h.set;
+                mo->settouch = h.a->settouch[h.set];
             }
         }
         r->error_code = 0;

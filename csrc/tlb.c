@@ -36,8 +36,10 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->plru = calloc(sets, sizeof(*a->plru));
     a->fifo = calloc(sets, sizeof(*a->fifo));
     a->nvalid = calloc(sets, sizeof(*a->nvalid));
+    a->settouch = calloc(sets, sizeof(*a->settouch));
     a->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
-    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
+    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid ||
+        !a->settouch) {
         tlb_array_destroy(a);
         return EMU_E_NOMEM;
     }
@@ -53,6 +55,7 @@ void tlb_array_destroy(tlb_array *a)
     free(a->plru);
     free(a->fifo);
     free(a->nvalid);
+    free(a->settouch);
     memset(a, 0, sizeof(*a));
 }
 
@@ -69,6 +72,7 @@ static unsigned log2u(uint32_t x)
 void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
 {
     size_t i = (size_t)set * a->ways + way;
+    a->settouch[set]++;
     switch (a->policy) {
     case EMU_POL_LRU:
         a->stamp[i] = ++a->clock;
@@ -156,6 +160,7 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
     size_t base = (size_t)set * a->ways;
     uint64_t *t = a->tags + base;
     uint32_t w;
+    a->settouch[set]++;
     /* Same translation already cached (e.g. refreshed after a D-bit walk): update it. */
     for (w = 0; w < a->ways; w++) {
         if (t[w] == tag) {
@@ -196,6 +201,7 @@ void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)
     size_t i = (size_t)set * a->ways + way;
     if (!a->tags[i])
         return;
+    a->settouch[set]++;
     if (a->e[i].orig_level > a->e[i].level)
         a->nfract--;
     a->tags[i] = 0;

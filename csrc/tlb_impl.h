@@ -30,6 +30,7 @@ typedef struct tlb_array {
     uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
     uint32_t *fifo;     /* FIFO: next way to replace per set */
     uint32_t *nvalid;   /* valid ways per set */
+    uint32_t *settouch; /* per set: bumped by every touch, insert and kill */
     uint64_t clock;     /* LRU time */
     uint64_t rng;       /* xorshift64* state for the random policy */
     uint32_t nfract;    /* valid entries with orig_level > level */
