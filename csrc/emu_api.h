@@ -319,7 +319,8 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
 /* n accesses in order: vas, kinds (EMU_ACC_* kinds 0..2) and sizes (may be NULL: 1 byte)
  * borrowed; out (borrowed, out, n records; may be NULL for counters only).  flags:
  * EMU_RUN_*.  *done (out) = accesses processed (all, or up to and including the first
- * fault with EMU_RUN_STOP_ON_FAULT).  EMU_E_INVAL for a bad kind (nothing done). */
+ * fault with EMU_RUN_STOP_ON_FAULT).  EMU_E_INVAL for a bad kind: the accesses before it
+ * are done (*done of them), nothing of it. */
 int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
                 size_t n, uint32_t flags, emu_mmu_result *out, size_t *done);
 

@@ -664,20 +664,60 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
     return EMU_OK;
 }
 
+/* The common case of a stream: a repeated L1 hit (see l1_memo), handled without the
+ * general path.  Returns 1 when it applied. */
+static inline int memo_fast(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r)
+{
+    const uint32_t kind = access & EMU_ACC_KIND_MASK;
+    const int slot = kind == EMU_ACC_FETCH ? SLOT_FETCH
+                     : (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S]) ? SLOT_STORE
+                                                                          : SLOT_LOAD;
+    const l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
+    if (mo->vpn4k != va >> 12 || mo->access != access || mo->epoch != m->epoch ||
+        m->arr[mo->arr].settouch[mo->set] != mo->settouch)
+        return 0;
+    if (kind == EMU_ACC_FETCH)
+        m->st.fetches++;
+    else if (kind == EMU_ACC_WRITE)
+        m->st.stores++;
+    else
+        m->st.loads++;
+    m->st.cycles += m->cfg.lat_l1_hit;
+    if (r) {
+        r->pa = mo->pa4k | (va & 0xFFF);
+        r->page_size = mo->page_size;
+        r->error_code = 0;
+        r->vector = EMU_VEC_NONE;
+        r->hit = EMU_HIT_L1;
+        r->crossed = 0;
+        r->reserved0 = 0;
+        r->cycles = m->cfg.lat_l1_hit;
+    }
+    return 1;
+}
+
 int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
                 size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
 {
     *done = 0;
     if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
         return EMU_E_INVAL;
-    for (size_t i = 0; i < n; i++)
-        if (kinds[i] > EMU_ACC_FETCH)
-            return EMU_E_INVAL;
     const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
     emu_mmu_result scratch;
     for (size_t i = 0; i < n; i++) {
-        emu_mmu_result *r = out ? &out[i] : &scratch;
-        access_one(m, vas[i], kinds[i] | user, sizes ? sizes[i] : 1, r);
+        if (kinds[i] > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
+            *done = i;
+            return EMU_E_INVAL;
+        }
+        const uint64_t va = vas[i];
+        const uint32_t size = sizes ? sizes[i] : 1;
+        const uint32_t access = kinds[i] | user;
+        emu_mmu_result *r = out ? &out[i] : NULL;
+        if ((size <= 1 || (va & 0xFFF) + size <= 4096) && memo_fast(m, va, access, r))
+            continue;
+        if (!r)
+            r = &scratch;
+        access_one(m, va, access, size, r);
         if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
             *done = i + 1;
             return EMU_OK;
