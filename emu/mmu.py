@@ -480,6 +480,40 @@ class MMU:
         delta["accesses"] = int(done[0])
         return delta
 
+    def run_unchecked(
+        self,
+        vas: np.ndarray[Any, Any],
+        kinds: np.ndarray[Any, Any],
+        sizes: np.ndarray[Any, Any] | None,
+        out: np.ndarray[Any, Any],
+        user: bool = False,
+        stop_on_fault: bool = False,
+    ) -> int:
+        """:meth:`run` without argument checks or counter snapshots.
+
+        For drivers that call it once per fault; returns the accesses processed.  The
+        arrays must already be C-contiguous uint64 / uint8 / uint32 and ``out`` an
+        MMU_RESULT_DTYPE array as long as ``vas``.
+        """
+        flags = (lib.EMU_RUN_STOP_ON_FAULT if stop_on_fault else 0) | (
+            lib.EMU_RUN_USER if user else 0
+        )
+        done = ffi.new("size_t *")
+        check(
+            lib.emu_mmu_run(
+                self._h,
+                ffi.from_buffer("uint64_t[]", vas),
+                ffi.from_buffer("uint8_t[]", kinds),
+                ffi.NULL if sizes is None else ffi.from_buffer("uint32_t[]", sizes),
+                len(vas),
+                flags,
+                ffi.from_buffer("emu_mmu_result[]", out, require_writable=True),
+                done,
+            ),
+            "run",
+        )
+        return int(done[0])
+
     # ---- introspection ---------------------------------------------------------------
 
     @property

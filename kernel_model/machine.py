@@ -310,7 +310,15 @@ class Machine(SetMemoryAPI):
         start = end - KFENCE_POOL_SIZE
         if start < 0x100000 or not self.e820.mapped_all(start, end, 1):
             return
-        self.page_alloc.reserve(start >> 12, KFENCE_POOL_SIZE >> 12, "kfence pool")
+        try:
+            self.page_alloc.reserve(start >> 12, KFENCE_POOL_SIZE >> 12, "kfence pool")
+        except EmuValueError:
+            # something already sits there (a small machine's boot tables): take any
+            # free 2 MiB block instead, or run without KFENCE as Linux would
+            pfn = self.page_alloc.alloc_pages(9, GFP_KERNEL)
+            if pfn is None:
+                return
+            start, end = pfn << 12, (pfn << 12) + KFENCE_POOL_SIZE
         self.kfence_pool = (start, end)
         for pa in range(start, end, 4096):
             look = self.pt.lookup_address(self.va(pa))

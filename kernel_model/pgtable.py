@@ -235,7 +235,11 @@ class PageTables:
         return table
 
     def ensure_table(
-        self, va: int, level: int, entry_flags: int = _KERNPG_TABLE
+        self,
+        va: int,
+        level: int,
+        entry_flags: int = _KERNPG_TABLE,
+        created: list[tuple[int, int, int]] | None = None,
     ) -> int:
         """The table at ``level`` for ``va``, allocating missing tables above it.
 
@@ -244,9 +248,13 @@ class PageTables:
         Raises:
             EmuValueError: a leaf or non-present entry is in the way.
             EmuMemoryError: no page for a new table (nothing changed then).
+
+        ``created`` (optional) receives (table, index, new table) for every table
+        made, so a caller can undo them.
         """
         table = self.pgd
-        created: list[tuple[int, int, int]] = []
+        if created is None:
+            created = []
         for lvl in range(self.top_level, level, -1):
             idx = self.index(va, lvl)
             e = self.read(table, idx)
@@ -254,9 +262,7 @@ class PageTables:
                 try:
                     new = self.alloc_table()
                 except EmuMemoryError:
-                    for t, i, pa in reversed(created):
-                        self.write(t, i, 0)
-                        self.free_table(pa)
+                    self.undo_tables(created)
                     raise
                 self.write(table, idx, new | entry_flags)
                 created.append((table, idx, new))
@@ -269,6 +275,13 @@ class PageTables:
                 )
             table = e & PTE_PFN_MASK
         return table
+
+    def undo_tables(self, created: list[tuple[int, int, int]]) -> None:
+        """Remove tables that ensure_table() made (newest first)."""
+        for table, idx, new in reversed(created):
+            self.write(table, idx, 0)
+            self.free_table(new)
+        created.clear()
 
     def lookup_address(self, va: int) -> Lookup:
         """Models lookup_address_in_pgd_attr() (arch/x86/mm/pat/set_memory.c, 7.0).

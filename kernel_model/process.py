@@ -26,7 +26,7 @@ import numpy as np
 
 from emu.errors import EmuMemoryError, EmuValueError
 from kernel_model import pgtable as pt
-from kernel_model.page_alloc import GFP_HIGHUSER_MOVABLE
+from kernel_model.page_alloc import GFP_HIGHUSER_MOVABLE, MAX_PAGE_ORDER
 from kernel_model.pgtable import PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, PageTables
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Process:
         self.stats = FaultStats()
         self.mapped: dict[int, int] = {}  # leaf va -> level, for footprint and unmap
         self.frames: dict[int, tuple[int, int]] = {}  # leaf va -> (pfn, order)
+        self._from_buddy: dict[int, bool] = {}  # leaf va -> frame came from the buddy
         self.user_limit = 1 << (56 if machine.pt.la57 else 47)
 
     @property
@@ -108,7 +109,8 @@ class Process:
 
     # ---- frames ----------------------------------------------------------------------
 
-    def _frame(self, va: int, order: int) -> int | None:
+    def _frame(self, va: int, order: int) -> tuple[int, bool] | None:
+        """A frame of ``order`` for ``va``: (pfn, from the buddy allocator)."""
         pa = self.m.page_alloc
         if isinstance(self.placement, dict):
             pfn = self.placement.get(va >> 12)
@@ -122,7 +124,7 @@ class Process:
                 pa.reserve(pfn, 1, "process")
             except EmuValueError as exc:
                 raise EmuValueError(f"placement frame {pfn:#x}: {exc}") from exc
-            return pfn
+            return pfn, False
         if self.placement == "random":
             ram = [(r.start >> 12, r.end >> 12) for r in self.m.ram_ranges()]
             sizes = np.array([e - s for s, e in ram], dtype=np.float64)
@@ -131,55 +133,89 @@ class Process:
                 lo, hi = ram[k]
                 if hi - lo < 1 << order:
                     continue
-                pfn = int(self.rng.integers(lo, hi - (1 << order) + 1)) & ~(
-                    (1 << order) - 1
-                )
-                if pfn < lo:
+                pfn = int(self.rng.integers(lo, hi - (1 << order) + 1))
+                pfn &= ~((1 << order) - 1)
+                if pfn < lo or self._take(pfn, order) is None:
                     continue
-                try:
-                    pa.reserve(pfn, 1 << order, "process")
-                except EmuValueError:
-                    continue
-                return pfn
+                return pfn, False
             return None
-        return pa.alloc_pages(order, GFP_HIGHUSER_MOVABLE)
+        if order <= MAX_PAGE_ORDER:
+            got = pa.alloc_pages(order, GFP_HIGHUSER_MOVABLE)
+            return None if got is None else (got, True)
+        # hugetlb 1G pages come from contiguous free memory, not the buddy lists
+        for r in reversed(self.m.ram_ranges()):
+            step = 1 << (order + 12)
+            base = -(-r.start // step) * step
+            for start in range(
+                r.end - step - (r.end - step - base) % step, base - 1, -step
+            ):
+                if self._take(start >> 12, order) is not None:
+                    return start >> 12, False
+        return None
+
+    def _take(self, pfn: int, order: int) -> int | None:
+        try:
+            self.m.page_alloc.reserve(pfn, 1 << order, "process")
+        except EmuValueError:
+            return None
+        return pfn
+
+    def _give_back(self, pfn: int, order: int, buddy: bool) -> None:
+        if buddy:
+            self.m.page_alloc.free_pages(pfn, order)
+        else:
+            self.m.page_alloc.free_reserved_area(pfn, 1 << order)
 
     # ---- the fault path --------------------------------------------------------------
 
-    def handle_fault(self, va: int) -> int:
+    def handle_fault(self, va: int, *, count: bool = True) -> int:
         """Map the page containing ``va`` (first touch); returns the level mapped.
+
+        Page tables are allocated first, then the frame (as Linux's fault path does),
+        so a failure leaves no frame taken.  ``count=False`` maps without counting a
+        fault (an explicit mapping event).
 
         Raises:
             EmuValueError: ``va`` is not a user address, or is already mapped (the
                 fault has another cause: a protection fault is not demand paging).
-            EmuMemoryError: no free frame.
+            EmuMemoryError: no free frame or table page.
         """
         if not self.is_user(va):
             raise EmuValueError(f"fault at {va:#x}: not a user address")
         look = self.pt.lookup_address(va)
         if look.entry:
             raise EmuValueError(f"fault at {va:#x}: already mapped ({look.entry:#x})")
+        created: list[tuple[int, int, int]] = []
         for level in range(self.policy, PG_LEVEL_4K - 1, -1):
             size = pt.page_level_size(level)
             base = va & ~(size - 1)
             if level > PG_LEVEL_4K and not self._region_free(base, level):
                 continue
-            order = (size >> 12).bit_length() - 1
-            pfn = self._frame(base, order)
-            if pfn is None:
+            try:
+                table = self.pt.ensure_table(base, level, pt._PAGE_TABLE, created)
+            except EmuMemoryError:
                 continue
-            self._install(base, level, pfn)
+            order = (size >> 12).bit_length() - 1
+            got = self._frame(base, order)
+            if got is None:
+                continue
+            pfn, buddy = got
+            flags = USER_PAGE | (pt._PAGE_PSE if level > PG_LEVEL_4K else 0)
+            self.pt.write(table, self.pt.index(base, level), (pfn << 12) | flags)
             self.frames[base] = (pfn, order)
+            self._from_buddy[base] = buddy
             self.mapped[base] = level
-            if level == PG_LEVEL_1G:
-                self.stats.faults_1g += 1
-            elif level == PG_LEVEL_2M:
-                self.stats.faults_2m += 1
-            else:
-                self.stats.faults_4k += 1
-            if level < self.policy:
-                self.stats.fallbacks += 1
+            if count:
+                if level == PG_LEVEL_1G:
+                    self.stats.faults_1g += 1
+                elif level == PG_LEVEL_2M:
+                    self.stats.faults_2m += 1
+                else:
+                    self.stats.faults_4k += 1
+                if level < self.policy:
+                    self.stats.fallbacks += 1
             return level
+        self.pt.undo_tables(created)  # leave the address space as it was
         raise EmuMemoryError(f"no free frame for a fault at {va:#x}")
 
     def _region_free(self, base: int, level: int) -> bool:
@@ -189,26 +225,26 @@ class Process:
             return self.pt.lookup_address(base).entry is None
         return self.pt.read(table, self.pt.index(base, level)) == 0
 
-    def _install(self, base: int, level: int, pfn: int) -> None:
-        table = self.pt.ensure_table(base, level, pt._PAGE_TABLE)
-        flags = USER_PAGE | (pt._PAGE_PSE if level > PG_LEVEL_4K else 0)
-        self.pt.write(table, self.pt.index(base, level), (pfn << 12) | flags)
-
     def unmap(self, va: int, length: int) -> list[int]:
-        """munmap(): drop the leaves inside [va, va+length).
+        """munmap(): drop every leaf that overlaps [va, va+length).
 
-        Returns their addresses; the caller flushes them.
+        Simplification: a huge page partly inside the range goes whole (Linux would
+        split it).  Returns the dropped leaves' addresses; the caller flushes them.
         """
         end = va + length
-        gone = [b for b in self.mapped if va <= b < end]
+        gone = [
+            b
+            for b, lvl in self.mapped.items()
+            if b < end and va < b + pt.page_level_size(lvl)
+        ]
         for b in gone:
-            level = self.mapped.pop(b)
             look = self.pt.lookup_address(b)
             if look.entry_pa is not None:
                 self.pt.write(look.entry_pa & ~0xFFF, (look.entry_pa & 0xFFF) // 8, 0)
-            pfn, order = self.frames.pop(b)
-            del level
-            self.m.page_alloc.free_pages(pfn, order)
+            pfn, order = self.frames[b]
+            self._give_back(pfn, order, self._from_buddy.pop(b))
+            del self.frames[b]
+            del self.mapped[b]
         return gone
 
     def footprint(self) -> dict[str, int]:

@@ -84,6 +84,7 @@ class TraceRunner:
         self._counted_from = cfg.warmup
         self._series_next = cfg.interval
         self._base = self.mmu.stats
+        self._fault_base: dict[str, int] = {}
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -98,15 +99,9 @@ class TraceRunner:
         i = 0
         n = len(vas)
         while i < n:
-            res = self.mmu.run(
-                vas[i:],
-                kinds[i:],
-                user=True,
-                sizes=sizes[i:],
-                out=out[i:],
-                stop_on_fault=True,
+            done = self.mmu.run_unchecked(
+                vas[i:], kinds[i:], sizes[i:], out[i:], user=True, stop_on_fault=True
             )
-            done = res["accesses"]
             if done == 0:
                 break
             last = out[i + done - 1]
@@ -122,9 +117,13 @@ class TraceRunner:
 
     def feed(self, chunk: np.ndarray[Any, Any]) -> bool:
         """Run one chunk; returns False once the limit is reached."""
-        vas = np.ascontiguousarray(chunk["addr"])
-        kinds = np.ascontiguousarray(chunk["kind"])
-        sizes = np.ascontiguousarray(chunk["size"])
+        vas = np.ascontiguousarray(chunk["addr"], dtype=np.uint64)
+        kinds = np.ascontiguousarray(chunk["kind"], dtype=np.uint8)
+        sizes = np.ascontiguousarray(chunk["size"], dtype=np.uint32)
+        if kinds.size and int(kinds.max()) > 2:
+            raise EmuValueError(
+                f"trace record kind {int(kinds.max())} is not 0, 1 or 2"
+            )
         if self.cfg.limit is not None:
             room = self.cfg.warmup + self.cfg.limit - self._seen
             if room <= 0:
@@ -145,6 +144,12 @@ class TraceRunner:
             counted = self._seen >= self._counted_from
             if counted:
                 k = kinds[sl]
+                sz = sizes[sl].astype(np.uint64)
+                self.result.crossings += int(
+                    np.count_nonzero(
+                        (sz > 1) & ((vas[sl] & np.uint64(0xFFF)) + sz > np.uint64(4096))
+                    )
+                )
                 self.result.records["read"] += int(np.count_nonzero(k == 0))
                 self.result.records["write"] += int(np.count_nonzero(k == 1))
                 self.result.records["fetch"] += int(np.count_nonzero(k == 2))
@@ -153,6 +158,7 @@ class TraceRunner:
             if self._seen == self._counted_from and not counted:
                 self.mmu.reset()
                 self._base = self.mmu.stats
+                self._fault_base = asdict(self.proc.stats)
             if (
                 counted
                 and self._series_next is not None
@@ -185,7 +191,7 @@ class TraceRunner:
         if isinstance(ev, emu.trace.MapEvent):
             for va in range(ev.addr & ~0xFFF, ev.addr + ev.length, 4096):
                 if not self.proc.pt.lookup_address(va).entry:
-                    self.proc.handle_fault(va)
+                    self.proc.handle_fault(va, count=False)
         elif isinstance(ev, emu.trace.UnmapEvent):
             for b in self.proc.unmap(ev.addr, ev.length):
                 self.mmu.invlpg(b)
@@ -205,6 +211,9 @@ class TraceRunner:
         """Collect the results."""
         s = self.mmu.stats
         r = self.result
+        if self._seen < self._counted_from:  # the warm-up never ended: nothing counted
+            self._base = s
+            self._fault_base = asdict(self.proc.stats)
         r.stats = {
             k: v - (self._base.get(k, 0) if k != "accesses" else 0)
             for k, v in s.items()
@@ -212,9 +221,14 @@ class TraceRunner:
         r.accesses = sum(r.records.values())
         r.stats["accesses"] = r.accesses
         r.instructions = r.records["fetch"]
-        r.faults = asdict(self.proc.stats) | {"total": self.proc.stats.total}
+        faults = {
+            k: v - self._fault_base.get(k, 0)
+            for k, v in asdict(self.proc.stats).items()
+        }
+        r.faults = faults | {
+            "total": faults["faults_4k"] + faults["faults_2m"] + faults["faults_1g"]
+        }
         r.footprint = self.proc.footprint()
-        r.crossings = r.stats.get("page_crossings", 0)
         return r
 
 

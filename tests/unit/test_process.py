@@ -193,12 +193,6 @@ def test_1g_falls_back_to_2m_when_no_1g_block_is_free(boot) -> None:
     assert (p.stats.faults_1g, p.stats.faults_2m, p.stats.fallbacks) == (0, 1, 1)
 
 
-@pytest.mark.xfail(
-    reason="bug: with placement 'buddy' the 1G policy asks alloc_pages for order 18 "
-    "> MAX_PAGE_ORDER, which always fails (and logs a warning), so '1g' never maps 1G",
-    strict=True,
-    raises=AssertionError,
-)
 def test_1g_pages_with_buddy_placement_map_1g_on_first_touch(boot) -> None:
     m = boot(MachineConfig(ram="4G"))
     p = Process(m, pages="1g")
@@ -356,12 +350,6 @@ def test_unmap_drops_only_leaves_inside_the_range(boot) -> None:
     assert p.footprint()["4k"] == 3
 
 
-@pytest.mark.xfail(
-    reason="bug: random/explicit frames are taken with page_alloc.reserve(), but "
-    "unmap() gives them back with free_pages(), which refuses a reserved frame",
-    strict=True,
-    raises=EmuValueError,
-)
 @pytest.mark.parametrize("placement", ["random", "explicit"])
 def test_unmap_frees_randomly_or_explicitly_placed_frames(boot, placement) -> None:
     m = boot()
@@ -438,12 +426,6 @@ def test_out_of_memory_for_tables_rolls_the_tables_back(boot) -> None:
     assert p.frames == p.mapped == {}
 
 
-@pytest.mark.xfail(
-    reason="bug: handle_fault takes the data frame before the page tables; when a "
-    "table page cannot be had the frame is never given back (leaked)",
-    strict=True,
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("free", [1, 2, 3])
 def test_out_of_memory_gives_every_page_back(boot, free) -> None:
     m = boot(MachineConfig(ram="96M"))
