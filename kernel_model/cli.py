@@ -240,6 +240,39 @@ def _convert(a: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    machine_args(p)
+    p.add_argument(
+        "--cpa-test",
+        action="store_true",
+        help="also run the CPA self-test (arch/x86/mm/pat/cpa-test.c)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the CPA self-test")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="pages per region checked through the MMUs (default: all)",
+    )
+
+
+@command(
+    "validate",
+    "check the split/merge invariants of a booted machine "
+    "(optionally after the CPA self-test)",
+    _validate_args,
+)
+def _validate(a: argparse.Namespace) -> int:
+    from kernel_model.validate import validate_command
+
+    m = boot_machine(a)
+    text, ok = validate_command(
+        m, cpa_selftest=a.cpa_test, seed=a.seed, sample=a.sample
+    )
+    sys.stdout.write(text)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     p = argparse.ArgumentParser(
