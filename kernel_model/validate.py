@@ -62,6 +62,19 @@ not 4K yet), so that bit is taken from the tables for pool pages only.
 
 Every violation names the address, the expected and the actual value; runs of
 consecutive pages with the same difference are reported once.
+
+A call that fails part-way (``-ENOMEM`` from a split under ``cpa.fail_table_allocs``)
+is not rolled back by Linux: each page it targets must then be either as before or as
+intended, the primary pages it changed must be a prefix of the call, and the flat model
+adopts what the tables show.  A return value the model does not predict is a
+``return`` violation.
+
+Simplifications (each one line): A and D are not modelled (the hardware sets them);
+"Text RO" (2.6) only keeps large text pages large and never changes a final 4K
+permission, so it is not modelled; the high-map alias is decided per page, where Linux
+tests the first frame of each large-page chunk (they differ only for a chunk that
+straddles the image's 2M-aligned bounds: a 1G leaf, which boot splits around the
+image).
 """
 
 from __future__ import annotations
@@ -220,8 +233,8 @@ def wx_message(wx_pages: int) -> str:
 
 
 @dataclass
-class _Region:
-    """Intended state of a run of virtually contiguous pages.
+class Region:
+    """The flat model's intended state of a run of virtually contiguous pages.
 
     ``frames`` is None for regions with ``frame = frame_base + index`` (the direct and
     the high map).  ``mapped`` False marks a page that must map nothing (a hole).
@@ -236,10 +249,12 @@ class _Region:
 
     @property
     def npages(self) -> int:
+        """Number of 4 KiB pages."""
         return int(self.bits.size)
 
     @property
     def end(self) -> int:
+        """First address past the region."""
         return self.start + self.npages * PAGE_SIZE
 
     def vas(self, idx: I64Array) -> U64Array:
@@ -249,11 +264,13 @@ class _Region:
         ).astype(np.uint64)
 
     def frame_of(self, idx: I64Array) -> I64Array:
+        """Intended frames of pages ``idx``."""
         if self.frames is not None:
             return self.frames[idx]
         return (idx + self.frame_base).astype(np.int64)
 
     def all_frames(self) -> I64Array:
+        """Intended frame of every page."""
         if self.frames is not None:
             return self.frames
         return np.arange(self.frame_base, self.frame_base + self.npages, dtype=np.int64)
@@ -342,7 +359,7 @@ class _Leaves:
 class _Op:
     """One flat-model change: targets (region, page index) with old and new bits."""
 
-    regions: list[_Region] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
     idx: list[I64Array] = field(default_factory=list)
     old: list[U8Array] = field(default_factory=list)
     new: list[U8Array] = field(default_factory=list)
@@ -365,7 +382,8 @@ class Validator:
 
     Attributes:
         m: the machine.
-        direct, high: the flat model of the direct map and of the high kernel map.
+        direct: the flat model of the direct map (a :class:`Region`).
+        high: the flat model of the high kernel map of the image.
         areas: the flat model of each vmalloc/module area, by start address.
         count_baseline: ``direct_pages_count`` minus the recount, per PG_LEVEL_*,
             measured at construction (the boot-time double counting).
@@ -403,7 +421,7 @@ class Validator:
         dm_bits = np.where(
             mapped, np.uint8(BIT_P | BIT_RW | BIT_NX | g), np.uint8(0)
         ).astype(np.uint8)
-        self.direct = _Region("direct map", self.page_offset, dm_bits, mapped)
+        self.direct = Region("direct map", self.page_offset, dm_bits, mapped)
 
         # high map: 2M pages over [_text, roundup(_brk_end, 2M)), executable (1.1, 2.7)
         s = machine.sym
@@ -412,7 +430,7 @@ class Validator:
         lo = self.pa_text // PMD_SIZE * PMD_SIZE
         hi_pages = (self.pa_brk_2m - lo) >> 12
         hm_bits = np.full(hi_pages, BIT_P | BIT_RW | g, dtype=np.uint8)
-        self.high = _Region(
+        self.high = Region(
             "high map",
             machine.highmap_va(lo),
             hm_bits,
@@ -420,7 +438,7 @@ class Validator:
             frame_base=lo >> 12,
         )
         self.rodata_pfns = (s.pa_start_rodata >> 12, (s.pa_end_rodata - 1) >> 12)
-        self.areas: dict[int, _Region] = {}
+        self.areas: dict[int, Region] = {}
         self._area_starts: list[int] = []
         for area in machine.vmalloc.areas.values():
             self._add_area(area)
@@ -492,7 +510,7 @@ class Validator:
         prot = np.array([area.prot], dtype=np.uint64)
         b = int(entry_bits(prot)[0])
         n = area.npages
-        reg = _Region(
+        reg = Region(
             f"vmalloc area {area.addr:#x}",
             area.addr,
             np.full(n, b, dtype=np.uint8),
@@ -502,14 +520,7 @@ class Validator:
         self.areas[area.addr] = reg
         bisect.insort(self._area_starts, area.addr)
 
-    def _area_of(self, va: int) -> _Region | None:
-        i = bisect.bisect_right(self._area_starts, va) - 1
-        if i < 0:
-            return None
-        reg = self.areas[self._area_starts[i]]
-        return reg if va < reg.end else None
-
-    def regions(self) -> list[_Region]:
+    def regions(self) -> list[Region]:
         """Every region of the flat model (direct map, high map, areas)."""
         return [self.direct, self.high, *self.areas.values()]
 
@@ -539,11 +550,9 @@ class Validator:
             np.uint64(base) + np.arange(n, dtype=np.uint64) * np.uint64(PAGE_SIZE)
         ).astype(np.uint64)
 
-    def _locate(
-        self, vas: U64Array
-    ) -> list[tuple[_Region | None, I64Array, BoolArray]]:
+    def _locate(self, vas: U64Array) -> list[tuple[Region | None, I64Array, BoolArray]]:
         """Split primary page addresses by region: (region, indices, positions)."""
-        out: list[tuple[_Region | None, I64Array, BoolArray]] = []
+        out: list[tuple[Region | None, I64Array, BoolArray]] = []
         left = np.ones(vas.shape, dtype=np.bool_)
         for reg in self.regions():
             inside = (vas >= np.uint64(reg.start)) & (vas < np.uint64(reg.end)) & left
@@ -558,7 +567,7 @@ class Validator:
         return out
 
     def _new_bits(
-        self, reg: _Region, idx: I64Array, old: U8Array, set_b: int, clr_b: int
+        self, reg: Region, idx: I64Array, old: U8Array, set_b: int, clr_b: int
     ) -> U8Array:
         """(old & ~clr) | set, then static protections (2.6) and protnone (2.4)."""
         new = ((old & ~np.uint8(clr_b)) | np.uint8(set_b)).astype(np.uint8)
@@ -614,10 +623,12 @@ class Validator:
             if not idx.size:
                 continue
             old = reg.bits[idx].copy()
+            new = self._new_bits(reg, idx, old, set_b, clr_b)
+            reg.bits[idx] = new  # before the aliases: one may be this very page
             op.regions.append(reg)
             op.idx.append(idx)
             op.old.append(old)
-            op.new.append(self._new_bits(reg, idx, old, set_b, clr_b))
+            op.new.append(new)
             op.pos.append(np.flatnonzero(where)[keep].astype(np.int64))
             if not alias:
                 continue
@@ -642,16 +653,16 @@ class Validator:
                 if not a_idx.size:
                     continue
                 a_old = areg.bits[a_idx].copy()
+                a_new = self._new_bits(areg, a_idx, a_old, alias_set, alias_clr)
+                areg.bits[a_idx] = a_new
                 op.regions.append(areg)
                 op.idx.append(a_idx)
                 op.old.append(a_old)
-                op.new.append(self._new_bits(areg, a_idx, a_old, alias_set, alias_clr))
+                op.new.append(a_new)
                 op.pos.append(None)
-        for reg, idx, new in zip(op.regions, op.idx, op.new, strict=True):
-            reg.bits[idx] = new
         return ret, op
 
-    def _actual_bits(self, reg: _Region, idx: I64Array) -> U8Array:
+    def _actual_bits(self, reg: Region, idx: I64Array) -> U8Array:
         """The tables' bits for some pages of a region (scalar lookups)."""
         out = np.zeros(idx.shape, dtype=np.uint8)
         for k, i in enumerate(idx.tolist()):
@@ -1497,7 +1508,7 @@ class Validator:
         self._prev_tables = tables
         return out
 
-    def _sample_idx(self, reg: _Region, n: int | None) -> I64Array:
+    def _sample_idx(self, reg: Region, n: int | None) -> I64Array:
         present = reg.mapped & ((reg.bits & BIT_P) != 0)
         if n is not None and int(np.count_nonzero(present)) > n:
             chosen = np.zeros(reg.npages, dtype=np.bool_)
@@ -1823,7 +1834,7 @@ def _attrs(e: Any, va: int) -> str:
 
 def _runs(
     kind: str,
-    reg: _Region,
+    reg: Region,
     mask: BoolArray,
     expected: Any,
     actual: Any,
