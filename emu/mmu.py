@@ -10,6 +10,7 @@ import numpy as np
 from emu import arch
 from emu._check import as_int, u64, u64_array
 from emu._ffi import check, ffi, from_array, lib, register_dtype
+from emu.counters import STAT_NAMES_BY_FIELD
 from emu.cpus import SIZE_NAMES, TLBConfig, resolve
 from emu.errors import EmuValueError, GeneralProtection, PageFault
 from emu.physmem import PhysMem
@@ -59,44 +60,7 @@ _LEVEL_KEYS = {
     arch.LVL_PT: "pt",
 }
 
-# C counter -> reported name (perf event names where one exists).
-_STAT_NAMES = {
-    "loads": "dTLB-loads",
-    "load_l1_miss": "dTLB-load-misses",
-    "load_l2_hit": "dtlb_load_misses.stlb_hit",
-    "load_walks": "dtlb_load_misses.miss_causes_a_walk",
-    "load_walk_4k": "dtlb_load_misses.walk_completed_4k",
-    "load_walk_2m": "dtlb_load_misses.walk_completed_2m_4m",
-    "load_walk_1g": "dtlb_load_misses.walk_completed_1g",
-    "stores": "dTLB-stores",
-    "store_l1_miss": "dTLB-store-misses",
-    "store_l2_hit": "dtlb_store_misses.stlb_hit",
-    "store_walks": "dtlb_store_misses.miss_causes_a_walk",
-    "store_walk_4k": "dtlb_store_misses.walk_completed_4k",
-    "store_walk_2m": "dtlb_store_misses.walk_completed_2m_4m",
-    "store_walk_1g": "dtlb_store_misses.walk_completed_1g",
-    "fetches": "iTLB-loads",
-    "fetch_l1_miss": "iTLB-load-misses",
-    "fetch_l2_hit": "itlb_misses.stlb_hit",
-    "fetch_walks": "itlb_misses.miss_causes_a_walk",
-    "fetch_walk_4k": "itlb_misses.walk_completed_4k",
-    "fetch_walk_2m": "itlb_misses.walk_completed_2m_4m",
-    "fetch_walk_1g": "itlb_misses.walk_completed_1g",
-    "psc_misses": "psc_miss",
-    "pte_cache_hits": "walk_ref.line_hit",
-    "pte_cache_misses": "walk_ref.line_miss",
-    "dirty_walks": "dirty_bit_walks",
-    "page_faults": "page_faults",
-    "gp_faults": "gp_faults",
-    "crossings": "page_crossings",
-    "cycles": "translation_cycles",
-    "walk_cycles": "walk_cycles",
-    "invlpg": "invlpg",
-    "cr3_writes": "cr3_writes",
-    "invpcid": "invpcid",
-    "flushes": "tlb_flushes",
-    "entries_flushed": "tlb_entries_flushed",
-}
+_STAT_NAMES = STAT_NAMES_BY_FIELD  # C counter -> reported name
 STAT_NAMES: tuple[str, ...] = (
     *_STAT_NAMES.values(),
     *(f"walk_ref.{_LEVEL_KEYS[lv]}" for lv in range(arch.LVL_PML5, 0, -1)),

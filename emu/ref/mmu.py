@@ -50,45 +50,8 @@ _LEVEL_KEYS = {
     arch.LVL_PT: "pt",
 }
 
-#: C counter -> reported name; a copy of ``emu.mmu._STAT_NAMES`` (a test checks that
-#: the two are equal: emu.mmu imports the compiled core, so it cannot be shared).
-STAT_NAMES_BY_FIELD = {
-    "loads": "dTLB-loads",
-    "load_l1_miss": "dTLB-load-misses",
-    "load_l2_hit": "dtlb_load_misses.stlb_hit",
-    "load_walks": "dtlb_load_misses.miss_causes_a_walk",
-    "load_walk_4k": "dtlb_load_misses.walk_completed_4k",
-    "load_walk_2m": "dtlb_load_misses.walk_completed_2m_4m",
-    "load_walk_1g": "dtlb_load_misses.walk_completed_1g",
-    "stores": "dTLB-stores",
-    "store_l1_miss": "dTLB-store-misses",
-    "store_l2_hit": "dtlb_store_misses.stlb_hit",
-    "store_walks": "dtlb_store_misses.miss_causes_a_walk",
-    "store_walk_4k": "dtlb_store_misses.walk_completed_4k",
-    "store_walk_2m": "dtlb_store_misses.walk_completed_2m_4m",
-    "store_walk_1g": "dtlb_store_misses.walk_completed_1g",
-    "fetches": "iTLB-loads",
-    "fetch_l1_miss": "iTLB-load-misses",
-    "fetch_l2_hit": "itlb_misses.stlb_hit",
-    "fetch_walks": "itlb_misses.miss_causes_a_walk",
-    "fetch_walk_4k": "itlb_misses.walk_completed_4k",
-    "fetch_walk_2m": "itlb_misses.walk_completed_2m_4m",
-    "fetch_walk_1g": "itlb_misses.walk_completed_1g",
-    "psc_misses": "psc_miss",
-    "pte_cache_hits": "walk_ref.line_hit",
-    "pte_cache_misses": "walk_ref.line_miss",
-    "dirty_walks": "dirty_bit_walks",
-    "page_faults": "page_faults",
-    "gp_faults": "gp_faults",
-    "crossings": "page_crossings",
-    "cycles": "translation_cycles",
-    "walk_cycles": "walk_cycles",
-    "invlpg": "invlpg",
-    "cr3_writes": "cr3_writes",
-    "invpcid": "invpcid",
-    "flushes": "tlb_flushes",
-    "entries_flushed": "tlb_entries_flushed",
-}
+from emu.counters import STAT_NAMES_BY_FIELD  # noqa: E402  (shared table)
+
 _KIND_PREFIX = {arch.ACC_READ: "load", arch.ACC_WRITE: "store", arch.ACC_FETCH: "fetch"}
 _KIND_COUNT = {
     arch.ACC_READ: "loads",

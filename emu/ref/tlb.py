@@ -10,6 +10,7 @@ flag.  Nothing here imports the compiled core.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -115,23 +116,23 @@ class LineRef:
     glob: bool = False
 
 
-class Policy:
+class Policy(abc.ABC):
     """Replacement state of one array; the base class keeps no use history."""
 
     def __init__(self, sets: int, ways: int) -> None:
         self.sets = sets
         self.ways = ways
 
-    def touch(self, s: int, way: int) -> None:
+    def touch(self, s: int, way: int) -> None:  # noqa: B027  (no history by default)
         """A hit (or in-place update) on ``way`` of set ``s``."""
 
     def inserted(self, s: int, way: int) -> None:
         """A new entry went into ``way`` of set ``s``."""
         self.touch(s, way)
 
+    @abc.abstractmethod
     def victim(self, s: int) -> int:
         """The way to replace in the full set ``s``."""
-        raise NotImplementedError
 
 
 class LRU(Policy):

@@ -7,6 +7,7 @@ C twin of :data:`TRACE_DTYPE` is ``emu_trace_rec`` in ``csrc/emu_api.h``;
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, TypeAlias
 
@@ -116,7 +117,7 @@ class TraceFormatError(EmuValueError):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TraceEvent:
+class TraceEvent(abc.ABC):
     """Something a trace says happens between two accesses (native text format only).
 
     Attributes:
@@ -128,9 +129,9 @@ class TraceEvent:
     index: int
     line: int = 0
 
+    @abc.abstractmethod
     def to_text(self) -> str:
         """The event as a native text line (without the newline)."""
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,6 @@
 """Hand-written semantic cases for the x86-64 page walker (C core and reference).
 
-Every expectation below was derived from /work/shared/reference/x86-paging.md
+Every expectation below was derived from reference/x86-paging.md
 sections 1 and 2 (and the SDM 3A chapter 4 rules they restate), never copied from a
 run of the code.  Each case plants one chain of entries, top down, at fixed table
 frames, walks one access and checks:
