@@ -169,7 +169,15 @@ class Vmalloc:
             for i in range(0, area.npages, 512):
                 va = area.addr + i * PAGE_SIZE
                 table = t.ensure_table(va, PG_LEVEL_2M)
-                t.write(table, t.index(va, PG_LEVEL_2M), (area.pages[i] << 12) | large)
+                idx = t.index(va, PG_LEVEL_2M)
+                old = t.read(table, idx)
+                if old & pt._PAGE_PRESENT and not old & pt._PAGE_PSE:
+                    # vmap_try_huge_pmd() -> pmd_free_pte_page(): drop the empty PTE
+                    # table left by an earlier 4K mapping, flush, free it
+                    t.write(table, idx, 0)
+                    self.m.cpa.flush_tlb_kernel_range(va, va + PMD_SIZE)
+                    t.free_table(old & pt.PTE_PFN_MASK)
+                t.write(table, idx, (area.pages[i] << 12) | large)
             return
         for i, pfn in enumerate(area.pages):
             va = area.addr + i * PAGE_SIZE

@@ -383,11 +383,6 @@ def test_two_page_sizes_with_different_attributes_are_reported() -> None:
     assert "RO" in str(vs[0].actual)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vmalloc bug (reported): a 2M mapping written over a PMD that still "
-    "points to a PTE table leaks the table; Linux's vmap_try_huge_pmd frees it",
-)
 def test_vmalloc_huge_over_pte_table_leaks_it() -> None:
     _, v = boot()
     area = v.vmalloc(4096)
