@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,26 +9,19 @@ import numpy as np
 from emu import arch
 from emu._check import as_int, u64, u64_array
 from emu._ffi import check, ffi, from_array, lib, register_dtype
-from emu.counters import STAT_NAMES_BY_FIELD
 from emu.cpus import SIZE_NAMES, TLBConfig, resolve
 from emu.errors import EmuValueError, GeneralProtection, PageFault
+from emu.mmu_common import (
+    HIT_NAMES,
+    LEVEL_KEYS,
+    RESULT_DTYPE,
+    STAT_NAMES_BY_FIELD,
+    TLBEntry,
+    Translation,
+)
 from emu.physmem import PhysMem
 
-MMU_RESULT_DTYPE = register_dtype(
-    "emu_mmu_result",
-    np.dtype(
-        [
-            ("pa", np.uint64),
-            ("page_size", np.uint32),
-            ("error_code", np.uint32),
-            ("vector", np.uint8),
-            ("hit", np.uint8),
-            ("crossed", np.uint8),
-            ("reserved0", np.uint8),
-            ("cycles", np.uint32),
-        ]
-    ),
-)
+MMU_RESULT_DTYPE = register_dtype("emu_mmu_result", RESULT_DTYPE)
 ENTRY_INFO_DTYPE = register_dtype(
     "emu_tlb_entry_info",
     np.dtype(
@@ -49,16 +41,9 @@ ENTRY_INFO_DTYPE = register_dtype(
     ),
 )
 
-HIT_NAMES = {0: "fault", 1: "L1", 2: "L2", 3: "walk"}
 _ROLE_CODES = {"l1i": 0, "l1d": 1, "l1s": 2, "l2i": 3, "l2": 4}
 _POLICY_CODES = {"lru": 0, "plru": 1, "fifo": 2, "random": 3, "srrip": 4}
-_LEVEL_KEYS = {
-    arch.LVL_PML5: "pml5",
-    arch.LVL_PML4: "pml4",
-    arch.LVL_PDPT: "pdpt",
-    arch.LVL_PD: "pd",
-    arch.LVL_PT: "pt",
-}
+_LEVEL_KEYS = LEVEL_KEYS
 
 _STAT_NAMES = STAT_NAMES_BY_FIELD  # C counter -> reported name
 STAT_NAMES: tuple[str, ...] = (
@@ -69,18 +54,6 @@ STAT_NAMES: tuple[str, ...] = (
     "dtlb_store_misses.walk_completed",
     "itlb_misses.walk_completed",
     "accesses",
-)
-
-_CONTROL_FIELDS = (
-    "cr0_wp",
-    "cr4_pge",
-    "cr4_pcide",
-    "cr4_smep",
-    "cr4_smap",
-    "cr4_la57",
-    "cr4_pke",
-    "efer_nxe",
-    "rflags_ac",
 )
 
 
@@ -96,54 +69,6 @@ def _stats_dict(s: Any) -> dict[str, int]:
         )
     out["accesses"] = 0
     return out
-
-
-@dataclass(frozen=True)
-class Translation:
-    """A successful translation.
-
-    Attributes:
-        pa: physical address.
-        page_size: size of the TLB entry or leaf used.
-        level_hit: ``"L1"``, ``"L2"`` or ``"walk"``.
-        cycles: estimated translation cycles.
-    """
-
-    pa: int
-    page_size: int
-    level_hit: str
-    cycles: int = 0
-
-
-@dataclass(frozen=True)
-class TLBEntry:
-    """A cached translation (``MMU.tlb_entries``) or PSC entry (``MMU.psc_entries``).
-
-    Attributes:
-        array: name of the TLB array (``"PSC-PD"`` etc. for PSC entries).
-        va: page (or region) base.
-        pa: frame base (next table for a PSC entry).
-        page_size: bytes covered.
-        orig_page_size: size of the leaf it came from (larger when fractured).
-        pcid: PCID tag.
-        rw, us, xd: combined rights.
-        pkey: protection key.
-        glob: global entry.
-        dirty: cached D.
-    """
-
-    array: str
-    va: int
-    pa: int
-    page_size: int
-    orig_page_size: int
-    pcid: int
-    rw: bool
-    us: bool
-    xd: bool
-    pkey: int
-    glob: bool
-    dirty: bool
 
 
 def _c_config(cfg: TLBConfig) -> Any:

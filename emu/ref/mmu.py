@@ -18,39 +18,27 @@ from emu import arch
 from emu._check import as_int, u64, u64_array
 from emu.cpus import TLBConfig, resolve
 from emu.errors import EmuValueError, GeneralProtection, PageFault
+from emu.mmu_common import (
+    CONTROL_FIELDS,
+    HIT_FAULT,
+    HIT_L1,
+    HIT_L2,
+    HIT_NAMES,
+    HIT_WALK,
+    LEVEL_KEYS,
+    RESULT_DTYPE,
+    STAT_NAMES_BY_FIELD,
+    TLBEntry,
+    Translation,
+)
 from emu.ref.tlb import LineRef, PSCEntryRef, SetAssocArray, TLBEntryRef
 from emu.ref.walk import Memory, alignment_bits, bits, reserved_bits, rights_fault
 from emu.walkargs import WalkConfig
 
-#: Per-access results, field for field ``emu.mmu.MMU_RESULT_DTYPE``.
-RESULT_DTYPE = np.dtype(
-    [
-        ("pa", np.uint64),
-        ("page_size", np.uint32),
-        ("error_code", np.uint32),
-        ("vector", np.uint8),
-        ("hit", np.uint8),
-        ("crossed", np.uint8),
-        ("reserved0", np.uint8),
-        ("cycles", np.uint32),
-    ]
-)
-
-HIT_FAULT, HIT_L1, HIT_L2, HIT_WALK = 0, 1, 2, 3
-HIT_NAMES = {HIT_FAULT: "fault", HIT_L1: "L1", HIT_L2: "L2", HIT_WALK: "walk"}
-
 U64_MASK = (1 << 64) - 1
 SIZE_SHIFTS = {"4K": 12, "2M": 21, "1G": 30}
 PSC_LEVELS = (arch.LVL_PD, arch.LVL_PDPT, arch.LVL_PML4, arch.LVL_PML5)
-_LEVEL_KEYS = {
-    arch.LVL_PML5: "pml5",
-    arch.LVL_PML4: "pml4",
-    arch.LVL_PDPT: "pdpt",
-    arch.LVL_PD: "pd",
-    arch.LVL_PT: "pt",
-}
-
-from emu.counters import STAT_NAMES_BY_FIELD  # noqa: E402  (shared table)
+_LEVEL_KEYS = LEVEL_KEYS
 
 _KIND_PREFIX = {arch.ACC_READ: "load", arch.ACC_WRITE: "store", arch.ACC_FETCH: "fetch"}
 _KIND_COUNT = {
@@ -59,67 +47,7 @@ _KIND_COUNT = {
     arch.ACC_FETCH: "fetches",
 }
 _WALK_SIZE_KEY = {12: "4k", 21: "2m", 30: "1g"}
-_CONTROL_BITS = (
-    "cr0_wp",
-    "cr4_pge",
-    "cr4_pcide",
-    "cr4_smep",
-    "cr4_smap",
-    "cr4_la57",
-    "cr4_pke",
-    "efer_nxe",
-    "rflags_ac",
-)
-
-
-@dataclass(frozen=True)
-class Translation:
-    """A successful translation (the fields of ``emu.mmu.Translation``).
-
-    Attributes:
-        pa: physical address.
-        page_size: size of the TLB entry or leaf used.
-        level_hit: ``"L1"``, ``"L2"`` or ``"walk"``.
-        cycles: estimated translation cycles.
-    """
-
-    pa: int
-    page_size: int
-    level_hit: str
-    cycles: int = 0
-
-
-@dataclass(frozen=True)
-class TLBEntry:
-    """A cached translation or PSC entry (the fields of ``emu.mmu.TLBEntry``).
-
-    Attributes:
-        array: name of the TLB array (``"PSC-PD"`` etc. for PSC entries).
-        va: page (or region) base.
-        pa: frame base (next table for a PSC entry).
-        page_size: bytes covered.
-        orig_page_size: size of the leaf it came from (larger when fractured).
-        pcid: PCID tag.
-        rw: combined R/W.
-        us: combined U/S.
-        xd: combined XD.
-        pkey: protection key.
-        glob: global entry.
-        dirty: cached D.
-    """
-
-    array: str
-    va: int
-    pa: int
-    page_size: int
-    orig_page_size: int
-    pcid: int
-    rw: bool
-    us: bool
-    xd: bool
-    pkey: int
-    glob: bool
-    dirty: bool
+_CONTROL_BITS = CONTROL_FIELDS
 
 
 @dataclass

@@ -25,7 +25,7 @@ from emu import arch
 from emu.cpus import TLBConfig, preset
 from emu.errors import EmuValueError, GeneralProtection, PageFault
 from emu.paging import PageTableBuilder
-from emu.ref.mmu import RESULT_DTYPE, STAT_NAMES_BY_FIELD, RefMMU
+from emu.ref.mmu import RESULT_DTYPE, RefMMU
 
 P, RW, US, A, D, G, PS = (
     arch.PTE_P,
@@ -891,17 +891,12 @@ def test_run_user_flag_applies_to_every_access(make: Factory) -> None:
 # ---- the two implementations share tables ----
 
 
-def test_ref_stat_names_and_result_dtype_equal_the_c_ones() -> None:
+def test_ref_reports_the_same_counters_in_the_same_order_as_c() -> None:
+    # the tables themselves live once, in emu.mmu_common; what can still differ is
+    # which counters each implementation reports
     mmu_mod = pytest.importorskip("emu.mmu")
-    assert mmu_mod._STAT_NAMES == STAT_NAMES_BY_FIELD
     assert tuple(RefMMU(emu.ref.PhysMem()).stats) == mmu_mod.STAT_NAMES
-    assert mmu_mod.MMU_RESULT_DTYPE == RESULT_DTYPE
-    c_fields = [f.name for f in mmu_mod.TLBEntry.__dataclass_fields__.values()]
-    ref_fields = list(emu.ref.mmu.TLBEntry.__dataclass_fields__)
-    assert c_fields == ref_fields
-    assert list(mmu_mod.Translation.__dataclass_fields__) == list(
-        emu.ref.mmu.Translation.__dataclass_fields__
-    )
+    assert tuple(mmu_mod.MMU(emu.PhysMem()).stats) == mmu_mod.STAT_NAMES
 
 
 def test_ref_mmu_imports_without_the_compiled_core() -> None:
