@@ -8,9 +8,8 @@ alias sits in a 1G leaf (the allocator hands out ZONE_NORMAL pages from 4G up).
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from cpa_probe import Probe, counts
 
 from kernel_model.machine import Machine
 
@@ -43,50 +42,6 @@ def hm(pa: int) -> int:
 def leaf(m: Machine, va: int) -> tuple[int, int | None]:
     look = m.pt.lookup_address(va)
     return look.level, look.entry
-
-
-def counts(m: Machine) -> tuple[int, int, int]:
-    c = m.direct.direct_pages_count
-    return c[LVL_4K], c[LVL_2M], c[LVL_1G]
-
-
-class Probe:
-    """Counter deltas of one operation (see test_cpa_rules.Probe)."""
-
-    def __init__(self, m: Machine) -> None:
-        self.m = m
-        self.flushes = [mmu.stats["tlb_flushes"] for mmu in m.mmus]
-        self.invlpg = [mmu.stats["invlpg"] for mmu in m.mmus]
-        self.ipis = m.cpus.ipis
-        self.shootdowns = m.cpus.shootdowns
-        self.count = counts(m)
-        self.tables = set(m.pt.tables)
-        self.stats = copy.deepcopy(m.cpa.stats)
-        self.nwarn = len(m.cpa.warnings)
-
-    def count_delta(self) -> tuple[int, int, int]:
-        return tuple(a - b for a, b in zip(counts(self.m), self.count, strict=True))
-
-    def warnings(self) -> list[str]:
-        return self.m.cpa.warnings[self.nwarn :]
-
-    def flushes_are(self, *, split: int = 0, ranged: int = 0, full: int = 0) -> None:
-        m = self.m
-        n = len(m.mmus)
-        assert [
-            mmu.stats["tlb_flushes"] - b
-            for mmu, b in zip(m.mmus, self.flushes, strict=True)
-        ] == [split + full] * n
-        assert [
-            mmu.stats["invlpg"] - b for mmu, b in zip(m.mmus, self.invlpg, strict=True)
-        ] == [ranged] * n
-        shootdowns = split + full + (1 if ranged else 0)
-        assert m.cpus.shootdowns - self.shootdowns == shootdowns
-        assert m.cpus.ipis - self.ipis == shootdowns * (n - 1)
-        s, b = m.cpa.stats, self.stats
-        assert s.split_flushes - b.split_flushes == split
-        assert s.ranged_flush_pages - b.ranged_flush_pages == ranged
-        assert s.full_flushes - b.full_flushes == full
 
 
 def vmalloc_page(m: Machine) -> tuple[int, int]:

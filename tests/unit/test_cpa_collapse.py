@@ -8,7 +8,7 @@ __PAGE_KERNEL (0x8000000000000163); set_memory_rox clears RW, D and NX, so it be
 
 from __future__ import annotations
 
-import copy
+from cpa_probe import Probe, counts
 
 from kernel_model.machine import Machine
 
@@ -47,11 +47,6 @@ def entry_pa(m: Machine, va: int) -> int:
     return look.entry_pa
 
 
-def counts(m: Machine) -> tuple[int, int, int]:
-    c = m.direct.direct_pages_count
-    return c[LVL_4K], c[LVL_2M], c[LVL_1G]
-
-
 def split_2m(m: Machine, pa: int) -> int:
     """Split the direct-map 2M leaf at pa with set_memory_ro on its second page;
     returns the new PTE table."""
@@ -59,54 +54,6 @@ def split_2m(m: Machine, pa: int) -> int:
     assert m.set_memory_ro(dm(pa + K4), 1) == 0
     (table,) = set(m.pt.tables) - before
     return table
-
-
-class Probe:
-    """Counter deltas of one operation (see test_cpa_rules.Probe)."""
-
-    def __init__(self, m: Machine) -> None:
-        self.m = m
-        self.flushes = [mmu.stats["tlb_flushes"] for mmu in m.mmus]
-        self.invlpg = [mmu.stats["invlpg"] for mmu in m.mmus]
-        self.ipis = m.cpus.ipis
-        self.shootdowns = m.cpus.shootdowns
-        self.count = counts(m)
-        self.vm = dict(m.vm_events)
-        self.tables = set(m.pt.tables)
-        self.stats = copy.deepcopy(m.cpa.stats)
-
-    def count_delta(self) -> tuple[int, int, int]:
-        return tuple(a - b for a, b in zip(counts(self.m), self.count, strict=True))
-
-    def vm_delta(self) -> dict[str, int]:
-        return {
-            k: v - self.vm[k] for k, v in self.m.vm_events.items() if v != self.vm[k]
-        }
-
-    def freed_tables(self) -> set[int]:
-        return self.tables - set(self.m.pt.tables)
-
-    def flushes_are(
-        self, *, split: int = 0, ranged: int = 0, full: int = 0, collapse: int = 0
-    ) -> None:
-        m = self.m
-        n = len(m.mmus)
-        global_flushes = split + full + collapse
-        assert [
-            mmu.stats["tlb_flushes"] - b
-            for mmu, b in zip(m.mmus, self.flushes, strict=True)
-        ] == [global_flushes] * n
-        assert [
-            mmu.stats["invlpg"] - b for mmu, b in zip(m.mmus, self.invlpg, strict=True)
-        ] == [ranged] * n
-        shootdowns = global_flushes + (1 if ranged else 0)
-        assert m.cpus.shootdowns - self.shootdowns == shootdowns
-        assert m.cpus.ipis - self.ipis == shootdowns * (n - 1)
-        s, b = m.cpa.stats, self.stats
-        assert s.split_flushes - b.split_flushes == split
-        assert s.full_flushes - b.full_flushes == full
-        assert s.ranged_flush_pages - b.ranged_flush_pages == ranged
-        assert s.collapse_flushes - b.collapse_flushes == collapse
 
 
 # ---- 3.3: PMD merge ------------------------------------------------------------------

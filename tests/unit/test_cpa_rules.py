@@ -20,10 +20,10 @@ The kernel image is at 16M (phys_base 0): text [0x1000000, 0x2209988), rodata
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
+from cpa_probe import Probe, counts
 
 import emu
 from kernel_model.machine import Machine
@@ -76,11 +76,6 @@ def entry_pa(m: Machine, va: int) -> int:
     return look.entry_pa
 
 
-def counts(m: Machine) -> tuple[int, int, int]:
-    c = m.direct.direct_pages_count
-    return c[LVL_4K], c[LVL_2M], c[LVL_1G]
-
-
 def meminfo_text(n4k: int, n2m: int, n1g: int | None) -> str:
     """arch_report_meminfo() (1.7): %8lu kB, 4k << 2, 2M << 11, 1G << 20."""
     text = f"DirectMap4k:    {n4k << 2:8d} kB\nDirectMap2M:    {n2m << 11:8d} kB\n"
@@ -104,65 +99,6 @@ def cpa_stats_text(
         f"2M pages preserved:   {mb[2]:16d}\n"
         f"4K pages set-checked: {k4:16d}\n"
     )
-
-
-class Probe:
-    """A machine's counters at one moment, to check an operation's exact deltas."""
-
-    def __init__(self, m: Machine) -> None:
-        self.m = m
-        self.flushes = [mmu.stats["tlb_flushes"] for mmu in m.mmus]
-        self.invlpg = [mmu.stats["invlpg"] for mmu in m.mmus]
-        self.ipis = m.cpus.ipis
-        self.shootdowns = m.cpus.shootdowns
-        self.count = counts(m)
-        self.vm = dict(m.vm_events)
-        self.tables = set(m.pt.tables)
-        self.stats = copy.deepcopy(m.cpa.stats)
-        self.nwarn = len(m.cpa.warnings)
-
-    def new_tables(self) -> set[int]:
-        return set(self.m.pt.tables) - self.tables
-
-    def freed_tables(self) -> set[int]:
-        return self.tables - set(self.m.pt.tables)
-
-    def warnings(self) -> list[str]:
-        return self.m.cpa.warnings[self.nwarn :]
-
-    def count_delta(self) -> tuple[int, int, int]:
-        return tuple(a - b for a, b in zip(counts(self.m), self.count, strict=True))
-
-    def vm_delta(self) -> dict[str, int]:
-        return {
-            k: v - self.vm[k] for k, v in self.m.vm_events.items() if v != self.vm[k]
-        }
-
-    def flushes_are(
-        self, *, split: int = 0, ranged: int = 0, full: int = 0, collapse: int = 0
-    ) -> None:
-        """2.8: a split/full/collapse flush is one global flush on every CPU; a
-        ranged flush is one INVLPG per page on every CPU; each shootdown costs
-        ncpus - 1 IPIs."""
-        m = self.m
-        n = len(m.mmus)
-        global_flushes = split + full + collapse
-        assert [
-            mmu.stats["tlb_flushes"] - b
-            for mmu, b in zip(m.mmus, self.flushes, strict=True)
-        ] == [global_flushes] * n
-        assert [
-            mmu.stats["invlpg"] - b for mmu, b in zip(m.mmus, self.invlpg, strict=True)
-        ] == [ranged] * n
-        shootdowns = global_flushes + (1 if ranged else 0)
-        assert m.cpus.shootdowns - self.shootdowns == shootdowns
-        assert m.cpus.ipis - self.ipis == shootdowns * (n - 1)
-        s, b = m.cpa.stats, self.stats
-        assert s.split_flushes - b.split_flushes == split
-        assert s.ranged_flushes - b.ranged_flushes == (1 if ranged else 0)
-        assert s.ranged_flush_pages - b.ranged_flush_pages == ranged
-        assert s.full_flushes - b.full_flushes == full
-        assert s.collapse_flushes - b.collapse_flushes == collapse
 
 
 # ---- the machine the rules start from ------------------------------------------------
