@@ -12,7 +12,7 @@ from emu.errors import EmuValueError
 from emu.mmu import MMU
 from emu.smp import CPUSet
 from kernel_model import pgtable as pt
-from kernel_model.e820 import E820Table, KernelImage, PhysRange, parse_size
+from kernel_model.e820 import E820Table, KernelImage, PhysRange
 from kernel_model.init import (
     DEFAULT_INIT_RANGE,
     DEFAULT_KERNEL_IMAGE,
@@ -488,8 +488,3 @@ class Machine(SetMemoryAPI):
     def ram_ranges(self) -> list[PhysRange]:
         """Usable RAM."""
         return self.e820.ram_ranges()
-
-
-def parse_ram(value: str) -> int:
-    """A RAM size such as "16G" in bytes."""
-    return parse_size(value)

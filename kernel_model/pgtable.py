@@ -109,11 +109,6 @@ def pgprot_4k_2_large(prot: int) -> int:
     return prot | (_PAGE_PAT_LARGE if pat else 0)
 
 
-def entry_is_leaf(entry: int, level: int) -> bool:
-    """Whether a present entry maps a page at ``level`` (pte, or PSE at pmd/pud)."""
-    return level == PG_LEVEL_4K or bool(entry & _PAGE_PSE)
-
-
 @dataclass(frozen=True)
 class Lookup:
     """Result of :meth:`PageTables.lookup_address` (lookup_address_in_pgd_attr()).

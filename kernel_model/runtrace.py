@@ -207,7 +207,7 @@ class TraceRunner:
             fn = getattr(self.m, f"set_memory_{ev.attr}")
             fn(ev.addr, ev.npages)
 
-    def finish(self, reader_stats: Any = None) -> RunResult:
+    def finish(self) -> RunResult:
         """Collect the results."""
         s = self.mmu.stats
         r = self.result

@@ -220,10 +220,3 @@ class Vmalloc:
         order = 9 if area.huge else 0
         for i in range(0, len(area.pages), 1 << order):
             self.m.page_alloc.free_pages(area.pages[i], order)
-
-    def find(self, va: int) -> VmArea | None:
-        """The live area containing ``va``."""
-        for a in self.areas.values():
-            if a.addr <= va < a.addr + a.size:
-                return a
-        return None
