@@ -12,6 +12,7 @@ from emu._ffi import check, ffi, from_array, lib
 from emu.errors import EmuMemoryError, EmuValueError
 
 PA_LIMIT = 1 << arch.PA_BITS_MAX
+_U64_PA_MAX = PA_LIMIT - 8  # highest address of a whole 8-byte word
 
 
 def _pa(pa: Any, nbytes: int, align: int, name: str = "pa") -> int:
@@ -41,13 +42,18 @@ class PhysMem:
     def read_u64(self, pa: int) -> int:
         """Return the 8-byte little-endian word at ``pa`` (8-byte aligned)."""
         out = ffi.new("uint64_t *")
-        check(lib.emu_physmem_read_u64(self._h, _pa(pa, 8, 8), out), "read_u64")
+        if type(pa) is not int or not 0 <= pa <= _U64_PA_MAX or pa & 7:
+            pa = _pa(pa, 8, 8)  # the checks (and their errors) for anything unusual
+        check(lib.emu_physmem_read_u64(self._h, pa, out), "read_u64")
         return int(out[0])
 
     def write_u64(self, pa: int, value: int) -> None:
         """Write the 8-byte word ``value`` at ``pa`` (8-byte aligned)."""
-        v = u64(value, "value")
-        check(lib.emu_physmem_write_u64(self._h, _pa(pa, 8, 8), v), "write_u64")
+        if type(value) is not int or not 0 <= value < 1 << 64:
+            value = u64(value, "value")
+        if type(pa) is not int or not 0 <= pa <= _U64_PA_MAX or pa & 7:
+            pa = _pa(pa, 8, 8)
+        check(lib.emu_physmem_write_u64(self._h, pa, value), "write_u64")
 
     def read_bytes(self, pa: int, n: int) -> bytes:
         """Return ``n`` bytes starting at ``pa``."""

@@ -151,6 +151,11 @@ GFP_DMA32 = GFP.DMA32
 GFP_HIGHUSER_MOVABLE = GFP.HIGHMEM | GFP.MOVABLE
 
 
+# the modifier bits as plain ints: the fault path tests them once per allocation
+_DMA, _DMA32, _HIGHMEM = int(GFP.DMA), int(GFP.DMA32), int(GFP.HIGHMEM)
+_MOVABLE, _RECLAIMABLE = int(GFP.MOVABLE), int(GFP.RECLAIMABLE)
+
+
 def gfp_zone(gfp: GFP | int) -> ZoneType:
     """Models gfp_zone in include/linux/gfp.h (Linux 7.0) on x86-64.
 
@@ -164,10 +169,10 @@ def gfp_zone(gfp: GFP | int) -> ZoneType:
         EmuValueError: the flags name two zones (GFP_ZONE_BAD, a BUG in Linux).
     """
     bits = int(gfp)
-    dma, dma32 = bool(bits & GFP.DMA), bool(bits & GFP.DMA32)
-    if dma and (dma32 or bits & GFP.HIGHMEM):
+    dma, dma32 = bool(bits & _DMA), bool(bits & _DMA32)
+    if dma and (dma32 or bits & _HIGHMEM):
         raise EmuValueError(f"gfp {bits:#x}: __GFP_DMA with another zone modifier")
-    if dma32 and bits & GFP.HIGHMEM:
+    if dma32 and bits & _HIGHMEM:
         raise EmuValueError(f"gfp {bits:#x}: __GFP_DMA32 with __GFP_HIGHMEM")
     if dma:
         return ZoneType.DMA
@@ -189,11 +194,11 @@ def gfp_migratetype(gfp: GFP | int) -> MigrateType:
         EmuValueError: both mobility bits are set (a VM_WARN in Linux).
     """
     bits = int(gfp)
-    if bits & GFP.MOVABLE and bits & GFP.RECLAIMABLE:
+    if bits & _MOVABLE and bits & _RECLAIMABLE:
         raise EmuValueError(f"gfp {bits:#x}: __GFP_MOVABLE with __GFP_RECLAIMABLE")
-    if bits & GFP.MOVABLE:
+    if bits & _MOVABLE:
         return MigrateType.MOVABLE
-    if bits & GFP.RECLAIMABLE:
+    if bits & _RECLAIMABLE:
         return MigrateType.RECLAIMABLE
     return MigrateType.UNMOVABLE
 

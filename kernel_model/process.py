@@ -182,9 +182,13 @@ class Process:
         """
         if not self.is_user(va):
             raise EmuValueError(f"fault at {va:#x}: not a user address")
-        look = self.pt.lookup_address(va)
-        if look.entry:
-            raise EmuValueError(f"fault at {va:#x}: already mapped ({look.entry:#x})")
+        level = self.mapping_level(va)
+        if level is not None:
+            size = pt.page_level_size(level)
+            raise EmuValueError(
+                f"fault at {va:#x}: already mapped (a {size >> 10} KiB page at "
+                f"{va & ~(size - 1):#x})"
+            )
         created: list[tuple[int, int, int]] = []
         for level in range(self.policy, PG_LEVEL_4K - 1, -1):
             size = pt.page_level_size(level)
@@ -217,6 +221,18 @@ class Process:
             return level
         self.pt.undo_tables(created)  # leave the address space as it was
         raise EmuMemoryError(f"no free frame for a fault at {va:#x}")
+
+    def mapping_level(self, va: int) -> int | None:
+        """Level of this process's leaf that maps ``va``, or None.
+
+        ``mapped`` records every user leaf this process made (faults and map events)
+        and unmap removes them, so this agrees with walking the user half of the page
+        tables, without the walk.
+        """
+        for level in (PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G):
+            if self.mapped.get(va & ~(pt.page_level_size(level) - 1)) == level:
+                return level
+        return None
 
     def _region_free(self, base: int, level: int) -> bool:
         """A huge page fits: nothing mapped below it yet."""

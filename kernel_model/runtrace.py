@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -19,12 +20,16 @@ import numpy as np
 
 import emu
 import emu.trace
+from emu import arch
 from emu.errors import EmuValueError
 from emu.mmu import MMU_RESULT_DTYPE
+from emu.trace.ahead import Ahead
 from kernel_model.machine import Machine
 from kernel_model.process import Process
 
 VEC_PF = 14
+#: parsed chunks (of up to 1 M records) waiting ahead of the MMU
+READ_AHEAD_CHUNKS = 2
 
 
 @dataclass
@@ -105,21 +110,23 @@ class TraceRunner:
             if done == 0:
                 break
             last = out[i + done - 1]
-            if last["vector"] == VEC_PF:
+            # demand paging: a not-present fault (error code P=0) on a user address
+            if last["vector"] == VEC_PF and not last["error_code"] & arch.PF_P:
                 va = int(vas[i + done - 1])
                 if last["crossed"] == 2:
                     va = (va | 0xFFF) + 1
-                if self.proc.is_user(va) and not self.proc.pt.lookup_address(va).entry:
+                if self.proc.is_user(va):
                     self.proc.handle_fault(va)
                     i += done - 1  # retry the faulting access
                     continue
             i += done
 
-    def feed(self, chunk: np.ndarray[Any, Any]) -> bool:
-        """Run one chunk; returns False once the limit is reached."""
-        vas = np.ascontiguousarray(chunk["addr"], dtype=np.uint64)
-        kinds = np.ascontiguousarray(chunk["kind"], dtype=np.uint8)
-        sizes = np.ascontiguousarray(chunk["size"], dtype=np.uint32)
+    def feed(self, chunk: np.ndarray[Any, Any], fields: Fields | None = None) -> bool:
+        """Run one chunk; returns False once the limit is reached.
+
+        ``fields`` are the chunk's :func:`split_fields`, when already made.
+        """
+        vas, kinds, sizes = split_fields(chunk) if fields is None else fields
         if kinds.size and int(kinds.max()) > 2:
             raise EmuValueError(
                 f"trace record kind {int(kinds.max())} is not 0, 1 or 2"
@@ -232,18 +239,55 @@ class TraceRunner:
         return r
 
 
+Fields = tuple["np.ndarray[Any, Any]", "np.ndarray[Any, Any]", "np.ndarray[Any, Any]"]
+Prepared = tuple[list[emu.trace.TraceEvent], "np.ndarray[Any, Any]", Fields]
+
+
+def split_fields(chunk: np.ndarray[Any, Any]) -> Fields:
+    """The contiguous address, kind and size arrays ``MMU.run`` takes."""
+    return (
+        np.ascontiguousarray(chunk["addr"], dtype=np.uint64),
+        np.ascontiguousarray(chunk["kind"], dtype=np.uint8),
+        np.ascontiguousarray(chunk["size"], dtype=np.uint32),
+    )
+
+
+def _prepared(reader: emu.trace.TraceReader) -> Iterator[Prepared]:
+    """The reader's (events, chunk) pairs with the chunk's fields split out."""
+    with reader:
+        for events, chunk in reader.iter_with_events():
+            yield events, chunk, split_fields(chunk)
+
+
+def _open(cfg: RunConfig, path: str) -> tuple[str, Ahead[Prepared]]:
+    """Open ``path`` and start reading and parsing it ahead, on its own thread."""
+    reader = emu.trace.read(path, format=cfg.format, skip_bad=cfg.skip_bad)
+    return reader.format, Ahead(_prepared(reader), depth=READ_AHEAD_CHUNKS)
+
+
 def run(cfg: RunConfig, progress: TextIO | None = None) -> RunResult:
-    """Run every trace of ``cfg`` in order through one machine."""
-    runner = TraceRunner(cfg)
+    """Run every trace of ``cfg`` in order through one machine.
+
+    Reading, decompressing and parsing run ahead on background threads (they release
+    the GIL in C, as the MMU does), so with two cores the MMU translates one chunk while
+    the next is being decompressed and parsed.  The first trace is opened before the
+    machine boots, so its decompression overlaps the boot.
+    """
+    first = _open(cfg, cfg.traces[0])
+    try:
+        runner = TraceRunner(cfg)
+    except BaseException:
+        first[1].close()
+        raise
     going = True
-    for path in cfg.traces:
-        reader = emu.trace.read(path, format=cfg.format, skip_bad=cfg.skip_bad)
-        with reader:
-            runner.result.formats.append(reader.format)
-            for events, chunk in reader.iter_with_events():
+    for k, path in enumerate(cfg.traces):
+        fmt, ahead = first if k == 0 else _open(cfg, path)
+        with ahead:
+            runner.result.formats.append(fmt)
+            for events, chunk, fields in ahead:
                 for ev in events:
                     runner.apply_event(ev)
-                if len(chunk) and not runner.feed(chunk):
+                if len(chunk) and not runner.feed(chunk, fields):
                     going = False
                     break
                 if progress is not None:

@@ -13,9 +13,11 @@ import lzma
 import os
 import sys
 import zlib
+from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, TypeAlias, cast
 
 from emu.errors import EmuValueError
+from emu.trace.ahead import Ahead
 from emu.trace.records import TraceFormatError
 
 Source: TypeAlias = "str | os.PathLike[str] | IO[bytes]"
@@ -73,8 +75,95 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _XzReader:
+    """xz decompression in large steps (what ``lzma.LZMAFile`` does, in 1 MiB reads).
+
+    ``LZMAFile`` feeds its decompressor 8 KiB at a time and takes the GIL back after
+    every step; reading the compressed input 1 MiB at a time lets the read-ahead thread
+    decompress for milliseconds without the GIL while the main thread runs Python.
+    Concatenated streams are read one after the other and data after the last stream
+    that is not a valid stream is ignored, as ``LZMAFile`` does.
+    """
+
+    RAW_BLOCK = 1 << 20
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._dec = lzma.LZMADecompressor()
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (at least one unless at the end)."""
+        size = n if n > 0 else 1 << 22
+        while not self._eof:
+            if self._dec.eof:  # the next concatenated stream, if any
+                rest = self._dec.unused_data or self._raw.read(self.RAW_BLOCK)
+                if not rest:
+                    self._eof = True
+                    break
+                self._dec = lzma.LZMADecompressor()
+                try:
+                    out = self._dec.decompress(rest, size)
+                except lzma.LZMAError:
+                    self._eof = True  # trailing data that is no stream: ignored
+                    break
+            else:
+                data = b""
+                if self._dec.needs_input:
+                    data = self._raw.read(self.RAW_BLOCK)
+                    if not data:
+                        raise EOFError(
+                            "Compressed file ended before the end-of-stream marker "
+                            "was reached"
+                        )
+                out = self._dec.decompress(data, size)
+            if out:
+                return out
+        return b""
+
+
+#: decompressed bytes per block read ahead by the background thread
+PREFETCH_BLOCK = 1 << 22
+#: most blocks waiting in the read-ahead queue (bounds the memory it holds)
+PREFETCH_DEPTH = 8
+
+
+class _ReadAhead:
+    """Reads (and so decompresses) ``stream`` on a background thread, in blocks.
+
+    Python's decompressors release the GIL while they work, as do the C parser and the
+    MMU, so decompression of the next blocks overlaps the parsing and translation of the
+    current one.  A decompression error is raised by :meth:`readinto` when the reader
+    reaches it, so every byte before it is handed out first.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        blocks: Iterator[bytes] = iter(lambda: stream.read(PREFETCH_BLOCK), b"")
+        self._blocks = Ahead(blocks, PREFETCH_DEPTH)
+        self._cur = memoryview(b"")
+
+    def readinto(self, b: Any) -> int:
+        mv = memoryview(b).cast("B")
+        if not len(self._cur):
+            block = next(self._blocks, b"")
+            if not block:
+                return 0
+            self._cur = memoryview(block)
+        n = min(len(mv), len(self._cur))
+        mv[:n] = self._cur[:n]
+        self._cur = self._cur[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop the thread and wait for it."""
+        self._blocks.close()
+
+
 class Input:
     """A trace input opened for reading: decompressed, with its first bytes sniffed.
+
+    A compressed input is decompressed ahead on a background thread (``_ReadAhead``),
+    started as soon as the input is opened.
 
     Attributes:
         name: the path, ``"<stdin>"``, or the file object's name.
@@ -123,13 +212,16 @@ class Input:
         if self.compression == "gzip":
             stream = gzip.GzipFile(fileobj=stream, mode="rb")
         elif self.compression == "xz":
-            stream = lzma.LZMAFile(stream, mode="rb")  # noqa: SIM115 - closed with _owned
+            stream = _XzReader(stream)
         elif self.compression == "bz2":
             stream = bz2.BZ2File(stream, mode="rb")
         self._stream = stream
         self.offset = 0
         self.head = b""
         self.head = self._guarded(lambda: _read_full(stream, SNIFF_BYTES))
+        self._ahead: _ReadAhead | None = None
+        if self.compression is not None and len(self.head) == SNIFF_BYTES:
+            stream = self._ahead = _ReadAhead(stream)
         self._stream = _Prefixed(self.head, stream)
 
     def _guarded(self, fn: Any) -> bytes:
@@ -170,6 +262,9 @@ class Input:
 
     def close(self) -> None:
         """Close what this object opened (never standard input or a caller's file)."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
         if self._owned is not None:
             self._owned.close()
             self._owned = None

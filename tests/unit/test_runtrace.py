@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import emu.trace as tr
+from emu.errors import EmuValueError
 from emu.mmu import STAT_NAMES
 from kernel_model import cli
 from kernel_model.machine import Machine
@@ -257,8 +258,6 @@ def test_warmup_excludes_its_accesses_from_the_stats(true_lackey, true_records) 
     )
     assert warm.stats["page_faults"] < full.stats["page_faults"]
     assert warm.stats["dTLB-loads"] < full.stats["dTLB-loads"]
-
-
 
 
 @pytest.mark.parametrize(
@@ -613,3 +612,26 @@ def test_missing_trace_exits_2(tmp_path, capsys) -> None:
 
 def test_stats_carry_every_mmu_counter(ls_lackey) -> None:
     assert sorted(ls_lackey.stats) == sorted(STAT_NAMES)
+
+
+# ---- reading ahead on threads -------------------------------------------------------
+
+
+def _ahead_threads() -> list[str]:
+    import threading
+
+    from emu.trace.ahead import THREAD_NAME
+
+    return [t.name for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+def test_no_reading_thread_outlives_a_run(tmp_path, true_records) -> None:
+    run(RunConfig(traces=[str(TRUE)], limit=1000))  # stops early: threads stopped
+    assert not _ahead_threads()
+    bad = write_trace(tmp_path, "bad.lackey", "I  00401000,5\n" * 10 + " L zz,8\n")
+    with pytest.raises(tr.TraceFormatError, match="line 11"):
+        run(RunConfig(traces=[bad], ram="1G"))
+    assert not _ahead_threads()
+    with pytest.raises(EmuValueError, match="size '1Q'"):  # the boot fails
+        run(RunConfig(traces=[str(TRUE)], ram="1Q"))
+    assert not _ahead_threads()
