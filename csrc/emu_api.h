@@ -92,6 +92,14 @@ int emu_physmem_read_u64(const emu_physmem *m, uint64_t pa, uint64_t *value);
 /* Writes an aligned 8-byte word; creates the frame when needed.  EMU_E_NOMEM leaves m
  * unchanged. */
 int emu_physmem_write_u64(emu_physmem *m, uint64_t pa, uint64_t value);
+/* The page-table entries on va's path, without judging them: from the table at
+ * table_pa (4 KiB aligned), level top_level (EMU_LVL_*) down to EMU_LVL_PT, entries[k]
+ * the entry read at level top_level - k, each next table taken from the entry's address
+ * bits 51:12.  Stops after a zero entry.  *count (out) = entries read (1..top_level).
+ * entries (borrowed, out) holds top_level words.  EMU_E_INVAL for a bad level,
+ * EMU_E_ALIGN / EMU_E_RANGE for table_pa. */
+int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va,
+                          uint32_t top_level, uint64_t *entries, uint32_t *count);
 /* Reads n bytes from pa into buf (borrowed, out); may cross frames. */
 int emu_physmem_read(const emu_physmem *m, uint64_t pa, uint8_t *buf, size_t n);
 /* Writes n bytes from buf (borrowed) at pa; frames are created as needed.  On

@@ -105,6 +105,30 @@ int emu_physmem_read_u64(const emu_physmem *m, uint64_t pa, uint64_t *value)
     return EMU_OK;
 }
 
+int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va,
+                          uint32_t top_level, uint64_t *entries, uint32_t *count)
+{
+    *count = 0;
+    if (top_level < EMU_LVL_PT || top_level > EMU_LVL_PML5)
+        return EMU_E_INVAL;
+    int rc = check_range(table_pa, 4096);
+    if (rc)
+        return rc;
+    if (table_pa & 0xFFF)
+        return EMU_E_ALIGN;
+    uint32_t k = 0;
+    for (uint32_t level = top_level; level >= EMU_LVL_PT; level--) {
+        unsigned idx = (unsigned)(va >> (12 + 9 * (level - 1))) & 0x1FF;
+        uint64_t e = pm_load8(m, table_pa + 8u * idx); /* bits 51:12: always in range */
+        entries[k++] = e;
+        if (!e)
+            break;
+        table_pa = e & 0x000FFFFFFFFFF000ull; /* bits 51:12 */
+    }
+    *count = k;
+    return EMU_OK;
+}
+
 int emu_physmem_write_u64(emu_physmem *m, uint64_t pa, uint64_t value)
 {
     int rc = check_range(pa, 8);

@@ -55,6 +55,34 @@ class PhysMem:
             pa = _pa(pa, 8, 8)
         check(lib.emu_physmem_write_u64(self._h, pa, value), "write_u64")
 
+    def read_path(self, table_pa: int, va: int, top_level: int) -> list[int]:
+        """The entries on ``va``'s path from the table at ``table_pa``, in one C call.
+
+        From level ``top_level`` (``arch.LVL_*``: 4 for a PML4, 5 for a PML5) down to
+        the page table, each next table taken from the entry's address bits 51:12 with
+        no other check (present, PS and reserved bits are the caller's to judge);
+        stops after a zero entry.  ``[0]`` is the top-level entry.
+        """
+        if not (  # the checks (and their errors) only for anything unusual
+            type(table_pa) is int
+            and 0 <= table_pa <= PA_LIMIT - arch.PAGE_SIZE
+            and not table_pa & 0xFFF
+            and type(va) is int
+            and 0 <= va < 1 << 64
+            and type(top_level) is int
+            and 1 <= top_level <= 5
+        ):
+            if isinstance(top_level, bool) or top_level not in range(1, 6):
+                raise EmuValueError(f"top_level={top_level!r} must be 1..5")
+            table_pa = _pa(table_pa, arch.PAGE_SIZE, arch.PAGE_SIZE, "table_pa")
+            va = u64(va, "va")
+        out = ffi.new("uint64_t[5]")
+        count = ffi.new("uint32_t *")
+        rc = lib.emu_physmem_read_path(self._h, table_pa, va, top_level, out, count)
+        if rc:
+            check(rc, "read_path")
+        return list(out[0 : count[0]])
+
     def read_bytes(self, pa: int, n: int) -> bytes:
         """Return ``n`` bytes starting at ``pa``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

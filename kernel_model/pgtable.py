@@ -289,9 +289,12 @@ class PageTables:
         rw = True
         table = self.pgd
         top = self.top_level
+        # every entry on the path in one read; C stops after a zero entry, and so does
+        # this walk, so each level reached below is in the list
+        path = self.mem.read_path(table, va, top)
         # PGD: with 4-level paging the P4D is folded into it
         idx = self.index(va, top)
-        e = self.read(table, idx)
+        e = path[0]
         level = PG_LEVEL_256T
         if top == PG_LEVEL_256T:
             if e == 0:
@@ -300,7 +303,7 @@ class PageTables:
             rw &= bool(e & _PAGE_RW)
             table = e & PTE_PFN_MASK
             idx = self.index(va, PG_LEVEL_512G)
-            e = self.read(table, idx)
+            e = path[1]
         level = PG_LEVEL_512G
         epa = table + 8 * idx
         if e == 0:
@@ -313,7 +316,7 @@ class PageTables:
             table = e & PTE_PFN_MASK
             idx = self.index(va, level)
             epa = table + 8 * idx
-            e = self.read(table, idx)
+            e = path[top - level]
             if e == 0:
                 return Lookup(None, None, level, nx, rw)
             if e & _PAGE_PSE or not e & _PAGE_PRESENT:
@@ -323,7 +326,7 @@ class PageTables:
         table = e & PTE_PFN_MASK
         idx = self.index(va, PG_LEVEL_4K)
         epa = table + 8 * idx
-        return Lookup(self.read(table, idx), epa, PG_LEVEL_4K, nx, rw)
+        return Lookup(path[top - PG_LEVEL_4K], epa, PG_LEVEL_4K, nx, rw)
 
     def leaves(
         self, start: int = 0, end: int = 1 << 64

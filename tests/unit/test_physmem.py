@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emu import EmuValueError
 
@@ -346,3 +348,65 @@ def test_bytes_used_grows_with_frames_written_only(cmem: Any) -> None:
     assert n * FRAME <= cmem.bytes_used <= 2 * n * FRAME
     assert cmem.read_u64((n - 1) * step + 8 * ((n - 1) % 512)) == n
     assert cmem.frames()[-1] == ((n - 1) * step) >> 12
+
+
+# --- read_path: the entries on a walk's path in one call ---------------------------
+
+
+def path_by_words(mem: Any, table: int, va: int, top: int) -> list[int]:
+    """The same path read one word at a time (the definition read_path follows)."""
+    out = []
+    for level in range(top, 0, -1):
+        e = mem.read_u64(table + 8 * ((va >> (12 + 9 * (level - 1))) & 0x1FF))
+        out.append(e)
+        if e == 0:
+            break
+        table = e & 0x000F_FFFF_FFFF_F000
+    return out
+
+
+@given(
+    entries=st.lists(
+        st.sampled_from(
+            [0, 0x2003, 0x3003, 0x4083, 0x5002, 0x8000_0000_0000_6063, 0x7FFF_F000_0001]
+        ),
+        min_size=4,
+        max_size=4,
+    ),
+    va=st.integers(0, (1 << 64) - 1),
+    top=st.sampled_from([4, 5]),
+)
+@settings(max_examples=200, deadline=None)
+def test_read_path_equals_reading_word_by_word(entries, va, top) -> None:
+    mem = pytest.importorskip("emu.physmem").PhysMem()
+    # tables at 0x1000.. 0x7000 chained through whatever the entries name
+    for k, e in enumerate(entries):
+        for t in range(1, 8):
+            mem.write_u64(t * 0x1000 + 8 * ((va >> (12 + 9 * (3 - k))) & 0x1FF), e)
+    assert mem.read_path(0x1000, va, top) == path_by_words(mem, 0x1000, va, top)
+
+
+def test_read_path_stops_after_a_zero_entry_and_reads_unwritten_memory_as_zero(
+    cmem: Any,
+) -> None:
+    va = 0x7F12_3456_7000
+    cmem.write_u64(0x1000 + 8 * ((va >> 39) & 0x1FF), 0x2067)
+    cmem.write_u64(0x2000 + 8 * ((va >> 30) & 0x1FF), 0x3067)
+    assert cmem.read_path(0x1000, va, 4) == [0x2067, 0x3067, 0]
+    assert cmem.read_path(0x9000, va, 4) == [0]
+    assert cmem.frame_count == 2
+
+
+@pytest.mark.parametrize(
+    ("table", "top", "match"),
+    [
+        (0x1008, 4, "table_pa=0x1008 is not 4096-byte aligned"),
+        (1 << 52, 4, "reaches beyond 2\\^52"),
+        (0x1000, 0, "top_level=0 must be 1..5"),
+        (0x1000, 6, "top_level=6 must be 1..5"),
+        (0x1000, True, "top_level=True must be 1..5"),
+    ],
+)
+def test_read_path_refuses_bad_arguments(cmem: Any, table, top, match) -> None:
+    with pytest.raises(EmuValueError, match=match):
+        cmem.read_path(table, 0, top)
