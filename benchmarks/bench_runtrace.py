@@ -4,26 +4,30 @@ The issue's target: run-trace on an ``.xz`` lackey trace at least 80 % of the sp
 decompressing the same file alone (``xz -dc``), i.e. limited by decompression.
 
 The input is lackey ``--trace-mem=yes`` text written from a seeded numpy stream into a
-temporary directory: 4 M records with the benchmarks enabled, 60 k under
-``--benchmark-disable`` (each body then runs once, as a smoke test).  It models a
-small program (:class:`Program`): 2,000 basic blocks of 1-11 instructions over 96
-pages of PIE code at 0x108000 and 160 pages of libraries at 0x4000000 (8-digit
-addresses), executed in loops (hot blocks more often); 45 % of the instructions carry
-a load, store or modify (10:4:1) of 1 to 32 bytes to a stack slot (6 pages at
-0x1fff000000, 10-digit addresses), an array walked with a stride, or a pointer chase
-over the heap at 0x4a00000.  Like a real trace it compresses well (``xz -1``: about
-20x) and touches about 2,000 pages, demand-paged during the run; a few hundred
-accesses straddle pages.
+temporary directory, in two sizes: 4 M records (56 MB of text) and 16 M (225 MB) with
+the benchmarks enabled, 60 k and 120 k under ``--benchmark-disable`` (each body then
+runs once, as a smoke test).  The fixed costs of a run (the boot, about 2,000
+demand-paging faults) weigh on the small trace; the large one shows the rate a long
+trace runs at.  It models a small program (:class:`Program`): 2,000 basic blocks of
+1-11 instructions over 96 pages of PIE code at 0x108000 and 160 pages of libraries at
+0x4000000 (8-digit addresses), executed in loops (hot blocks more often); 45 % of the
+instructions carry a load, store or modify (10:4:1) of 1 to 32 bytes to a stack slot
+(6 pages at 0x1fff000000, 10-digit addresses), an array walked with a stride, or a
+pointer chase over the heap at 0x4a00000.  Like a real trace it compresses well (``xz
+-1``: about 20x) and touches about 2,000 pages, demand-paged during the run; a few
+hundred accesses straddle pages.
 
 Groups (accesses/s = ``extra_info["accesses"]`` / mean time):
 
-* ``runtrace``: ``run-trace-plain`` (the uncompressed file), ``run-trace-xz`` (the
-  same text compressed with ``xz -1``), and in the same run ``baseline-xz-dc`` (``xz
-  -dc`` of that file into a pipe, read and discarded) and ``baseline-lzma`` (Python's
-  ``lzma``, which run-trace itself decompresses with).  ``test_xz_target`` then
-  checks run-trace-xz against baseline-xz-dc (skipped with the benchmarks disabled).
-* ``runtrace-parts``: where run-trace's time goes: ``boot`` (the 16G machine it
-  builds), ``mmu-feed[1M]`` (the records already in memory fed through
+* ``runtrace-4M``, ``runtrace-16M``: ``run-trace-plain`` (the uncompressed file),
+  ``run-trace-xz`` (the same text compressed with ``xz -1``), and in the same run
+  ``baseline-xz-dc`` (``xz -dc`` of that file into a pipe, read and discarded) and
+  ``baseline-lzma`` (Python's ``lzma`` module).  run-trace decompresses and parses
+  on background threads (``emu.trace.ahead``) while the MMU runs, so it can use both
+  cores.  ``test_xz_target`` prints run-trace-xz against baseline-xz-dc per size
+  (skipped with the benchmarks disabled).
+* ``runtrace-parts`` (4M trace): where run-trace's time goes: ``boot`` (the 16G
+  machine it builds), ``mmu-feed[1M]`` (the records already in memory fed through
   ``TraceRunner`` in the reader's 1M-record chunks: demand paging and the MMU, no
   reading), ``mmu-feed[16K]`` (the same in 16K chunks: after a fault ``TraceRunner``
   hands the rest of the chunk to ``MMU.run`` again, so this shows the cost that
@@ -194,20 +198,42 @@ def generate(path: pathlib.Path, records: int) -> dict[str, int]:
     return counts
 
 
+#: trace sizes: records with the benchmarks enabled, and under --benchmark-disable
+SIZES = {"4M": (4_000_000, 60_000), "16M": (16_000_000, 120_000)}
+Trace = tuple[str, pathlib.Path, dict[str, int]]
+_MADE: dict[str, Trace] = {}
+
+
+def _trace(size: str, tmp_path_factory: Any, config: Any) -> Trace:
+    """The generated lackey text of ``size`` (made once per session)."""
+    if size not in _MADE:
+        path = tmp_path_factory.mktemp(f"bench_runtrace_{size}") / "gen.lackey"
+        n = SIZES[size][0 if _enabled(config) else 1]
+        _MADE[size] = (size, path, generate(path, n))
+    return _MADE[size]
+
+
+@pytest.fixture(scope="module", params=list(SIZES))
+def plain(tmp_path_factory, request) -> Trace:
+    """Each trace size in turn: (size id, path, counts)."""
+    return _trace(request.param, tmp_path_factory, request.config)
+
+
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory, request) -> tuple[pathlib.Path, dict[str, int]]:
-    path = tmp_path_factory.mktemp("bench_runtrace") / "gen.lackey"
-    counts = generate(path, 4_000_000 if _enabled(request.config) else 60_000)
-    return path, counts
+def plain_4m(tmp_path_factory, request) -> Trace:
+    """The 4M trace only (where run-trace's time goes)."""
+    return _trace("4M", tmp_path_factory, request.config)
 
 
 @pytest.fixture(scope="module")
 def compressed(plain) -> pathlib.Path:
     if shutil.which("xz") is None:
         pytest.skip("xz is not installed")
-    path = plain[0]
-    subprocess.run(["xz", "-1", "-k", "-f", "-T1", str(path)], check=True)
-    return path.with_suffix(".lackey.xz")
+    path = plain[1]
+    out = path.with_suffix(".lackey.xz")
+    if not out.exists():
+        subprocess.run(["xz", "-1", "-k", "-f", "-T1", str(path)], check=True)
+    return out
 
 
 # ---- the bodies ----------------------------------------------------------------------
@@ -231,9 +257,9 @@ def _note(benchmark: Any, name: str, counts: dict[str, int]) -> None:
         benchmark.extra_info["accesses_per_s"] = counts["records"] / mean
 
 
-@pytest.mark.benchmark(group="runtrace")
 def test_baseline_xz_dc(benchmark, plain, compressed) -> None:
-    counts = plain[1]
+    size, _, counts = plain
+    benchmark.group = f"runtrace-{size}"
 
     def run() -> int:
         with subprocess.Popen(
@@ -247,12 +273,12 @@ def test_baseline_xz_dc(benchmark, plain, compressed) -> None:
         return total
 
     assert benchmark.pedantic(run, rounds=3, warmup_rounds=1) == counts["bytes"]
-    _note(benchmark, "baseline-xz-dc", counts)
+    _note(benchmark, f"baseline-xz-dc[{size}]", counts)
 
 
-@pytest.mark.benchmark(group="runtrace")
 def test_baseline_lzma(benchmark, plain, compressed) -> None:
-    counts = plain[1]
+    size, _, counts = plain
+    benchmark.group = f"runtrace-{size}"
 
     def run() -> int:
         total = 0
@@ -262,29 +288,32 @@ def test_baseline_lzma(benchmark, plain, compressed) -> None:
         return total
 
     assert benchmark.pedantic(run, rounds=3, warmup_rounds=1) == counts["bytes"]
-    _note(benchmark, "baseline-lzma", counts)
+    _note(benchmark, f"baseline-lzma[{size}]", counts)
 
 
-@pytest.mark.benchmark(group="runtrace")
 def test_run_trace_plain(benchmark, plain) -> None:
-    path, counts = plain
+    size, path, counts = plain
+    benchmark.group = f"runtrace-{size}"
     got = benchmark.pedantic(run_trace, args=(path,), rounds=3, warmup_rounds=0)
     assert got["accesses"] == got["stats"]["accesses"] == counts["records"]
     assert got["records"]["fetch"] == counts["fetches"]
     assert got["faults"]["total"] == got["footprint"]["4k"] > 0
-    _note(benchmark, "run-trace-plain", counts)
+    _note(benchmark, f"run-trace-plain[{size}]", counts)
 
 
-@pytest.mark.benchmark(group="runtrace")
 def test_run_trace_xz(benchmark, plain, compressed) -> None:
-    counts = plain[1]
+    size, _, counts = plain
+    benchmark.group = f"runtrace-{size}"
     got = benchmark.pedantic(run_trace, args=(compressed,), rounds=3, warmup_rounds=0)
     assert got["accesses"] == counts["records"]
     assert got["records"]["fetch"] == counts["fetches"]
-    _note(benchmark, "run-trace-xz", counts)
-    if "baseline-xz-dc" in MEANS and "run-trace-xz" in MEANS:
-        ratio = MEANS["baseline-xz-dc"] / MEANS["run-trace-xz"]
-        benchmark.extra_info["speed_vs_xz_dc"] = ratio
+    _note(benchmark, f"run-trace-xz[{size}]", counts)
+    xz_dc, ours = (
+        MEANS.get(f"baseline-xz-dc[{size}]"),
+        MEANS.get(f"run-trace-xz[{size}]"),
+    )
+    if xz_dc and ours:
+        benchmark.extra_info["speed_vs_xz_dc"] = xz_dc / ours
 
 
 @pytest.mark.benchmark(group="runtrace-parts")
@@ -294,8 +323,8 @@ def test_boot(benchmark) -> None:
 
 
 @pytest.fixture(scope="module")
-def records(plain) -> np.ndarray:
-    return tr.load(plain[0])[0]
+def records(plain_4m) -> np.ndarray:
+    return tr.load(plain_4m[1])[0]
 
 
 def _feed(runner: TraceRunner, records: np.ndarray, chunk: int) -> TraceRunner:
@@ -306,13 +335,13 @@ def _feed(runner: TraceRunner, records: np.ndarray, chunk: int) -> TraceRunner:
 
 @pytest.mark.benchmark(group="runtrace-parts")
 @pytest.mark.parametrize("chunk", [1 << 20, 1 << 14], ids=["1M", "16K"])
-def test_mmu_feed(benchmark, plain, records, chunk) -> None:
+def test_mmu_feed(benchmark, plain_4m, records, chunk) -> None:
     """Demand paging and the MMU over records in memory, in chunks of ``chunk``.
 
     1M is the reader's chunk: what run-trace does.  After each fault the rest of the
     chunk is handed to ``MMU.run`` again, so the chunk size shows what a fault costs.
     """
-    counts = plain[1]
+    counts = plain_4m[2]
 
     def setup() -> tuple[tuple[TraceRunner], dict[str, Any]]:
         return (TraceRunner(RunConfig(traces=["-"])),), {}
@@ -325,9 +354,9 @@ def test_mmu_feed(benchmark, plain, records, chunk) -> None:
 
 
 @pytest.mark.benchmark(group="runtrace-parts")
-def test_mmu_run_all_mapped(benchmark, plain, records) -> None:
+def test_mmu_run_all_mapped(benchmark, plain_4m, records) -> None:
     """The C MMU alone: one ``MMU.run`` over every record, every page mapped."""
-    counts = plain[1]
+    counts = plain_4m[2]
     runner = _feed(TraceRunner(RunConfig(traces=["-"])), records, 1 << 14)
     vas, kinds, sizes = (
         np.ascontiguousarray(records[f]) for f in ("addr", "kind", "size")
@@ -346,11 +375,19 @@ def test_xz_target(request) -> None:
     """run-trace on .xz at >= 80 % of the speed of xz -dc alone (issue 6)."""
     if not _enabled(request.config):
         pytest.skip("needs the benchmarks enabled")
-    need = ("run-trace-xz", "baseline-xz-dc")
-    if not all(k in MEANS for k in need):
-        pytest.skip("run the runtrace group first (in this session)")
-    ratio = MEANS["baseline-xz-dc"] / MEANS["run-trace-xz"]
-    print(f"\nrun-trace-xz at {ratio:.0%} of the speed of xz -dc (target 80 %)")
-    # a speed target is reported, never asserted (STYLE 2.7): the ratio goes into
-    # the README's table
-    assert ratio > 0
+    lines = []
+    for size in SIZES:
+        xz_dc, ours = (
+            MEANS.get(f"baseline-xz-dc[{size}]"),
+            MEANS.get(f"run-trace-xz[{size}]"),
+        )
+        if xz_dc and ours:
+            lines.append(
+                f"{size}: run-trace-xz at {xz_dc / ours:.0%} of the speed of xz -dc "
+                f"({ours:.3f} s vs {xz_dc:.3f} s; target 80 %)"
+            )
+    if not lines:
+        pytest.skip("run the runtrace groups first (in this session)")
+    print("\n" + "\n".join(lines))
+    # a speed target is reported, never asserted (STYLE 2.7): the ratios go into the
+    # README's table
