@@ -9,27 +9,6 @@
 #define NO_ARRAY 0xFF
 #define PTE_LINE_SHIFT 6 /* 64-byte lines hold 8 entries */
 
-/* A remembered genuine L1 hit.  Repeating the same access to the same 4 KiB page
- * gives the same result and leaves the replacement state as it is, as long as nothing
- * touched, filled or invalidated that entry's set since (it is then still the most
- * recently used entry of its set), the control state is the same, and no fill for that
- * page went into another array of the role (which the lookup could find first). */
-typedef struct l1_memo {
-    uint64_t vpn4k;
-    uint64_t pa4k;
-    uint64_t epoch;    /* control-state epoch */
-    uint32_t access;
-    uint32_t page_size;
-    uint32_t set;
-    uint32_t settouch; /* the set's touch counter right after the hit */
-    uint32_t arr;
-    uint32_t reserved0;
-} l1_memo;
-
-#define MEMO_SLOTS 64 /* direct-mapped by 4K page number, per L1 role */
-
-enum { SLOT_FETCH, SLOT_LOAD, SLOT_STORE, NSLOTS };
-
 struct emu_mmu {
     emu_physmem *mem;
     emu_mmu_cfg cfg;
@@ -46,8 +25,18 @@ struct emu_mmu {
     /* arrays per role, in configuration order */
     uint8_t role_arr[5][EMU_MAX_ARRAYS];
     uint8_t role_n[5];
-    uint64_t epoch;
-    l1_memo memo[NSLOTS][MEMO_SLOTS];
+    /* per access kind (EMU_ACC_READ/WRITE/FETCH): its L1 and L2 roles */
+    uint8_t l1role[3], l2role[3];
+    /* per role and leaf level (EMU_LVL_PT..PDPT): the array a fill goes to and the
+     * size it stores there (see fill_role); fill_arr NO_ARRAY: nothing is filled */
+    uint8_t fill_arr[5][4], fill_lvl[5][4];
+    /* per role: the level of the first probe of a lookup (the smallest size the
+     * role's first array holds), 0 without arrays */
+    uint8_t first_lvl[5];
+    /* walk_check_rights under the current control state, per access code and
+     * rights << 4 | pkey: 0 not yet known, 1 allowed, 2 refused.  Cleared whenever
+     * the control state changes (derive_walk_cfg). */
+    uint8_t rights_ok[16][128];
 };
 
 /* ---- construction -------------------------------------------------------------------- */
@@ -69,7 +58,47 @@ static void derive_walk_cfg(emu_mmu *m)
     m->wcfg.maxphyaddr = m->cfg.maxphyaddr;
     m->wcfg.reserved0 = 0;
     m->pcid = c->cr4_pcide ? (uint16_t)(c->cr3 & 0xFFF) : 0;
-    m->epoch++;
+    memset(m->rights_ok, 0, sizeof(m->rights_ok));
+}
+
+/* The role tables: which roles serve each access kind, where fills go, and the level of
+ * a lookup's first probe.  The configuration never changes after construction. */
+static void derive_roles(emu_mmu *m)
+{
+    for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
+        m->l1role[kind] = kind == EMU_ACC_FETCH                            ? EMU_ROLE_L1I
+                          : kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S] ? EMU_ROLE_L1S
+                                                                             : EMU_ROLE_L1D;
+        m->l2role[kind] = kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I] ? EMU_ROLE_L2I
+                                                                            : EMU_ROLE_L2;
+    }
+    for (int role = 0; role <= EMU_ROLE_L2; role++) {
+        /* A fill of a leaf of size S goes to the array holding the largest size <= S,
+         * the first in configuration order on a tie (docs/mmu-model.md, Fills). */
+        for (int leaf = EMU_LVL_PT; leaf <= EMU_LVL_PDPT; leaf++) {
+            int best_arr = NO_ARRAY, best_level = 0;
+            for (uint32_t k = 0; k < m->role_n[role]; k++) {
+                const tlb_array *a = &m->arr[m->role_arr[role][k]];
+                for (int level = leaf; level >= EMU_LVL_PT; level--) {
+                    if ((a->sizes & (1u << (level - 1))) && level > best_level) {
+                        best_level = level;
+                        best_arr = m->role_arr[role][k];
+                        break;
+                    }
+                }
+            }
+            m->fill_arr[role][leaf] = (uint8_t)best_arr;
+            m->fill_lvl[role][leaf] = (uint8_t)best_level;
+        }
+        m->first_lvl[role] = 0;
+        if (m->role_n[role]) {
+            uint32_t sizes = m->arr[m->role_arr[role][0]].sizes; /* nonzero, checked */
+            int level = EMU_LVL_PT;
+            while (!(sizes & (1u << (level - 1))))
+                level++;
+            m->first_lvl[role] = (uint8_t)level;
+        }
+    }
 }
 
 void emu_mmu_free(emu_mmu *m)
@@ -103,9 +132,6 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
     }
     m->mem = mem;
     m->cfg = *cfg;
-    for (int r = 0; r < NSLOTS; r++)
-        for (int i = 0; i < MEMO_SLOTS; i++)
-            m->memo[r][i].vpn4k = UINT64_MAX;
     for (uint32_t i = 0; i < cfg->n_arrays; i++) {
         const emu_tlb_array_cfg *a = &cfg->arrays[i];
         int rc = EMU_E_INVAL;
@@ -121,6 +147,7 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
         m->n_arr = i + 1;
         m->role_arr[a->role][m->role_n[a->role]++] = (uint8_t)i;
     }
+    derive_roles(m);
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
         if (!cfg->psc_ways[l])
             continue;
@@ -166,8 +193,8 @@ static void kill_covering(emu_mmu *m, tlb_array *a, uint64_t va, uint16_t pcid, 
 {
     if (a->nfract == 0) {
         for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
-            if (!(a->sizes & (1u << (level - 1))))
-                continue;
+            if (!(a->sizes & (1u << (level - 1))) || !a->nlevel[level])
+                continue; /* no entry of that size: nothing to kill */
             uint64_t tag = tlb_tag(va, level);
             uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
             for (uint32_t w = 0; w < a->ways; w++) {
@@ -260,7 +287,7 @@ static void fault_invalidate(emu_mmu *m, uint64_t va)
     for (uint32_t i = 0; i < m->n_arr; i++)
         kill_covering(m, &m->arr[i], va, m->pcid, 0);
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
-        if (!m->has_psc[l])
+        if (!m->has_psc[l] || !m->psc[l].nlevel[l])
             continue;
         uint32_t set;
         int w;
@@ -279,55 +306,34 @@ typedef struct leaf_info {
 } leaf_info;
 
 /* Installs the translation of va into the arrays of one role list: into the array that
- * holds the leaf's size, else the largest smaller size one holds (a fractured piece). */
-static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li)
+ * holds the leaf's size, else the largest smaller size one holds (a fractured piece).
+ * fresh: a lookup of this role under the current PCID has just missed (with no change to
+ * the role's arrays since), so an entry with the new tag and our PCID or a global flag
+ * cannot be there; unless the new entry is global (which would replace another PCID's
+ * entry with that tag in place) tlb_insert's scan for one is skipped. */
+static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li, int fresh)
 {
-    int best_arr = -1, best_level = 0;
-    for (uint32_t k = 0; k < m->role_n[role]; k++) {
-        tlb_array *a = &m->arr[m->role_arr[role][k]];
-        for (int level = li->level; level >= EMU_LVL_PT; level--) {
-            if ((a->sizes & (1u << (level - 1))) && level > best_level) {
-                best_level = level;
-                best_arr = m->role_arr[role][k];
-                break;
-            }
-        }
-    }
-    if (best_arr < 0)
+    unsigned ai = m->fill_arr[role][li->level];
+    if (ai == NO_ARRAY)
         return;
-    tlb_array *a = &m->arr[best_arr];
-    unsigned oshift = 12 + 9 * (li->level - 1), pshift = 12 + 9 * (best_level - 1);
+    int level = m->fill_lvl[role][li->level];
+    tlb_array *a = &m->arr[ai];
+    unsigned oshift = 12 + 9 * (li->level - 1), pshift = 12 + 9 * (level - 1);
     tlb_entry e;
     e.pfn = li->base_pfn + (((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12));
     e.pcid = m->pcid;
-    e.level = (uint8_t)best_level;
+    e.level = (uint8_t)level;
     e.orig_level = li->level;
     e.rights = li->rights;
     e.pkey = li->pkey;
     e.flags = li->flags;
     e.reserved0 = 0;
     uint32_t set = (uint32_t)(va >> pshift) & a->set_mask;
-    tlb_insert(a, set, tlb_tag(va, best_level), &e);
-    int slot = role == EMU_ROLE_L1I ? SLOT_FETCH : role == EMU_ROLE_L1S ? SLOT_STORE
-               : role == EMU_ROLE_L1D ? SLOT_LOAD : -1;
-    if (slot >= 0) /* a new entry for this page may now be found first */
-        m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)].vpn4k = UINT64_MAX;
-}
-
-static int l1_role(uint32_t kind, const emu_mmu *m)
-{
-    if (kind == EMU_ACC_FETCH)
-        return EMU_ROLE_L1I;
-    if (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S])
-        return EMU_ROLE_L1S;
-    return EMU_ROLE_L1D;
-}
-
-static int l2_role(uint32_t kind, const emu_mmu *m)
-{
-    if (kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I])
-        return EMU_ROLE_L2I;
-    return EMU_ROLE_L2;
+    uint64_t tag = tlb_tag(va, level);
+    if (fresh && !(e.flags & TLB_F_GLOBAL))
+        tlb_insert_new(a, set, tag, &e);
+    else
+        tlb_insert(a, set, tag, &e);
 }
 
 /* ---- lookups ----------------------------------------------------------------------------- */
@@ -338,13 +344,22 @@ typedef struct hit_ref {
     int level;
 } hit_ref;
 
-/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G. */
-static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h)
+/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G.
+ * skip_first: the first probe (the first array at its smallest size, first_lvl) was
+ * already made and missed.  A size with no valid entry in an array is not probed: it
+ * could only miss. */
+static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h, int skip_first)
 {
     for (uint32_t k = 0; k < m->role_n[role]; k++) {
         tlb_array *a = &m->arr[m->role_arr[role][k]];
         for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
             if (!(a->sizes & (1u << (level - 1))))
+                continue;
+            if (skip_first) {
+                skip_first = 0;
+                continue;
+            }
+            if (!a->nlevel[level])
                 continue;
             uint32_t set;
             int w = tlb_find(a, va, level, m->pcid, &set);
@@ -394,7 +409,8 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     tlb_entry e;
     memset(&e, 0, sizeof(e));
     e.level = e.orig_level = 1;
-    tlb_insert(c, set, tag, &e);
+    /* the probe above found no entry with the tag (all lines have PCID 0) */
+    tlb_insert_new(c, set, tag, &e);
     m->st.pte_cache_misses++;
     return m->cfg.lat_pte_miss;
 }
@@ -408,8 +424,8 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
     int top = start.level;
     int hit_level = 0;
     for (int l = EMU_LVL_PD; l <= top; l++) {
-        if (!m->has_psc[l])
-            continue;
+        if (!m->has_psc[l] || !m->psc[l].nlevel[l])
+            continue; /* an empty PSC can only miss */
         uint32_t set;
         int w = tlb_find(&m->psc[l], va, l, m->pcid, &set);
         if (w >= 0) {
@@ -428,7 +444,7 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         m->st.psc_misses++;
 
     walk_trace tr;
-    memset(&tr, 0, sizeof(tr));
+    tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
     walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr);
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
@@ -455,7 +471,9 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         e.level = e.orig_level = (uint8_t)l;
         e.rights = (uint8_t)tr.rights[l];
         uint32_t set = (uint32_t)(va >> (12 + 9 * (l - 1))) & m->psc[l].set_mask;
-        tlb_insert(&m->psc[l], set, tlb_tag(va, l), &e);
+        /* Every level below the PSC hit (all, without one) was probed under this PCID
+         * and missed, and PSC entries are never global: nothing to replace in place. */
+        tlb_insert_new(&m->psc[l], set, tlb_tag(va, l), &e);
     }
     li->base_pfn = (wr->pa & ~(wr->page_size - 1)) >> 12;
     li->level = wr->level;
@@ -495,16 +513,25 @@ static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
     }
 }
 
+/* walk_check_rights(access, e's rights and key) == 0, from a table filled as it goes:
+ * the answer depends only on the access code, the rights, the key and the control state
+ * (derive_walk_cfg clears the table whenever that changes). */
+static inline int rights_allowed(emu_mmu *m, uint32_t access, const tlb_entry *e)
+{
+    uint8_t *c = &m->rights_ok[access][((unsigned)e->rights << 4) | e->pkey];
+    if (!*c)
+        *c = walk_check_rights(&m->wcfg, access, e->rights, e->pkey) ? 2 : 1;
+    return *c == 1;
+}
+
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
- * hit) and adds to *cycles. */
+ * hit) and adds to *cycles.  first_missed: the first probe of the L1 lookup (see
+ * lookup_role) was made by the caller and missed. */
 static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
-                  uint32_t *cycles)
+                  uint32_t *cycles, int first_missed)
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
-    const int role1 = l1_role(kind, m);
-    const int slot = role1 == EMU_ROLE_L1I ? SLOT_FETCH
-                     : role1 == EMU_ROLE_L1S ? SLOT_STORE
-                                             : SLOT_LOAD;
+    const int role1 = m->l1role[kind];
     if (kind == EMU_ACC_FETCH)
         m->st.fetches++;
     else if (kind == EMU_ACC_WRITE)
@@ -512,17 +539,6 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     else
         m->st.loads++;
 
-    l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
-    if (mo->vpn4k == va >> 12 && mo->access == access && mo->epoch == m->epoch &&
-        m->arr[mo->arr].settouch[mo->set] == mo->settouch) {
-        r->pa = mo->pa4k | (va & 0xFFF);
-        r->page_size = mo->page_size;
-        r->error_code = 0;
-        r->vector = EMU_VEC_NONE;
-        r->hit = EMU_HIT_L1;
-        *cycles += m->cfg.lat_l1_hit;
-        return;
-    }
     if (!va_canonical(va, m->ctl.cr4_la57 != 0)) {
         m->st.gp_faults++;
         memset(r, 0, sizeof(*r));
@@ -530,10 +546,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
         return;
     }
     *cycles += m->cfg.lat_l1_hit;
-    const uint32_t acc_ec = walk_access_ec(&m->wcfg, access);
     hit_ref h;
     int hit = EMU_HIT_L1;
-    int found = lookup_role(m, role1, va, &h);
+    int found = lookup_role(m, role1, va, &h, first_missed);
     if (!found) {
         if (kind == EMU_ACC_FETCH)
             m->st.fetch_l1_miss++;
@@ -543,15 +558,16 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
             m->st.load_l1_miss++;
         *cycles += m->cfg.lat_l2_hit;
         hit = EMU_HIT_L2;
-        found = lookup_role(m, l2_role(kind, m), va, &h);
+        found = lookup_role(m, m->l2role[kind], va, &h, 0);
     }
     if (found) {
         tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
-        uint32_t deny = walk_check_rights(&m->wcfg, access, e->rights, e->pkey);
-        if (deny) { /* refused by the cached rights: a #PF, which drops the entries */
+        if (!rights_allowed(m, access, e)) {
+            /* refused by the cached rights: a #PF, which drops the entries */
+            uint32_t deny = walk_check_rights(&m->wcfg, access, e->rights, e->pkey);
             m->st.page_faults++;
             fault_invalidate(m, va);
-            set_pf(r, acc_ec | deny);
+            set_pf(r, walk_access_ec(&m->wcfg, access) | deny);
             return;
         }
         if (kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY)) {
@@ -563,9 +579,10 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
                 set_pf(r, wr.error_code);
                 return;
             }
+            /* the entry found is refreshed in place: the scanning insert */
             if (hit == EMU_HIT_L2)
-                fill_role(m, l2_role(kind, m), va, &li);
-            fill_role(m, role1, va, &li);
+                fill_role(m, m->l2role[kind], va, &li, 0);
+            fill_role(m, role1, va, &li, 0);
             r->pa = wr.pa;
             r->page_size = (uint32_t)wr.page_size;
         } else {
@@ -578,16 +595,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
                 m->st.store_l2_hit += kind == EMU_ACC_WRITE;
                 m->st.load_l2_hit += kind == EMU_ACC_READ;
                 leaf_info li = leaf_of_entry(e, va);
-                fill_role(m, role1, va, &li);
-            } else {
-                mo->vpn4k = va >> 12;
-                mo->pa4k = r->pa & ~0xFFFull;
-                mo->epoch = m->epoch;
-                mo->access = access;
-                mo->page_size = r->page_size;
-                mo->arr = (uint32_t)(h.a - m->arr);
-                mo->set = h.set;
-                mo->settouch = h.a->settouch[h.set];
+                fill_role(m, role1, va, &li, 1); /* the L1 lookup missed */
             }
         }
         r->error_code = 0;
@@ -610,8 +618,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
         return;
     }
     count_walk_done(m, kind, wr.level);
-    fill_role(m, l2_role(kind, m), va, &li);
-    fill_role(m, role1, va, &li);
+    /* both lookups missed and the walk changed no TLB array */
+    fill_role(m, m->l2role[kind], va, &li, 1);
+    fill_role(m, role1, va, &li, 1);
     r->pa = wr.pa;
     r->page_size = (uint32_t)wr.page_size;
     r->error_code = 0;
@@ -619,12 +628,13 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     r->hit = EMU_HIT_WALK;
 }
 
-/* One access, both pages when it straddles a boundary. */
+/* One access, both pages when it straddles a boundary.  first_missed: as for xlate, for
+ * the first page. */
 static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                       emu_mmu_result *r)
+                       emu_mmu_result *r, int first_missed)
 {
     uint32_t cycles = 0;
-    xlate(m, va, access, r, &cycles);
+    xlate(m, va, access, r, &cycles, first_missed);
     r->crossed = 0;
     r->reserved0 = 0;
     if (size > 1 && (va & 0xFFF) + size > 4096) {
@@ -633,7 +643,7 @@ static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
         if (r->vector == EMU_VEC_NONE) { /* a fault on the first page ends the access */
             emu_mmu_result r2;
             uint64_t va2 = (va | 0xFFF) + 1; /* wraps to 0 past 2^64, as the CPU's would */
-            xlate(m, va2, access, &r2, &cycles);
+            xlate(m, va2, access, &r2, &cycles, 0);
             if (r2.vector != EMU_VEC_NONE) {
                 r->pa = 0;
                 r->page_size = 0;
@@ -660,41 +670,17 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
     memset(out, 0, sizeof(*out));
     if (!access_ok(access))
         return EMU_E_INVAL;
-    access_one(m, va, access, size, out);
+    access_one(m, va, access, size, out, 0);
     return EMU_OK;
 }
 
-/* The common case of a stream: a repeated L1 hit (see l1_memo), handled without the
- * general path.  Returns 1 when it applied. */
-static inline int memo_fast(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r)
-{
-    const uint32_t kind = access & EMU_ACC_KIND_MASK;
-    const int slot = kind == EMU_ACC_FETCH ? SLOT_FETCH
-                     : (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S]) ? SLOT_STORE
-                                                                          : SLOT_LOAD;
-    const l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
-    if (mo->vpn4k != va >> 12 || mo->access != access || mo->epoch != m->epoch ||
-        m->arr[mo->arr].settouch[mo->set] != mo->settouch)
-        return 0;
-    if (kind == EMU_ACC_FETCH)
-        m->st.fetches++;
-    else if (kind == EMU_ACC_WRITE)
-        m->st.stores++;
-    else
-        m->st.loads++;
-    m->st.cycles += m->cfg.lat_l1_hit;
-    if (r) {
-        r->pa = mo->pa4k | (va & 0xFFF);
-        r->page_size = mo->page_size;
-        r->error_code = 0;
-        r->vector = EMU_VEC_NONE;
-        r->hit = EMU_HIT_L1;
-        r->crossed = 0;
-        r->reserved0 = 0;
-        r->cycles = m->cfg.lat_l1_hit;
-    }
-    return 1;
-}
+/* The first probe of an L1 lookup for one access kind, made inline by emu_mmu_run. */
+typedef struct first_probe {
+    tlb_array *a;    /* the L1 role's first array; NULL: the role has none */
+    uint64_t *count; /* the kind's lookup counter */
+    unsigned shift;  /* page shift of first_lvl */
+    unsigned level;  /* first_lvl of the role */
+} first_probe;
 
 int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
                 size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
@@ -703,21 +689,74 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
     if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
         return EMU_E_INVAL;
     const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
+    /* Nothing in a run changes the configuration, the PCID or the control state. */
+    const uint16_t pcid = m->pcid;
+    const uint32_t lat_l1 = m->cfg.lat_l1_hit;
+    first_probe fp[3];
+    uint64_t *counts[3] = {&m->st.loads, &m->st.stores, &m->st.fetches};
+    for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
+        int role = m->l1role[kind];
+        fp[kind].a = m->first_lvl[role] ? &m->arr[m->role_arr[role][0]] : NULL;
+        fp[kind].count = counts[kind];
+        fp[kind].level = m->first_lvl[role];
+        fp[kind].shift = 12 + 9 * (fp[kind].level - 1);
+    }
     emu_mmu_result scratch;
     for (size_t i = 0; i < n; i++) {
-        if (kinds[i] > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
+        const uint32_t kind = kinds[i];
+        if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
             *done = i;
             return EMU_E_INVAL;
         }
         const uint64_t va = vas[i];
         const uint32_t size = sizes ? sizes[i] : 1;
-        const uint32_t access = kinds[i] | user;
+        const uint32_t access = kind | user;
         emu_mmu_result *r = out ? &out[i] : NULL;
-        if ((size <= 1 || (va & 0xFFF) + size <= 4096) && memo_fast(m, va, access, r))
-            continue;
+        int first_missed = 0;
+        const first_probe *p = &fp[kind];
+        if (p->a && (size <= 1 || (va & 0xFFF) + size <= 4096)) {
+            /* The L1 fast path: the first probe of xlate's L1 lookup.  A hit there is
+             * what the lookup finds first; when the rights allow the access and no D
+             * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
+             * implies a canonical va: entries only exist for canonical pages under the
+             * current LA57 setting, and the tag is every bit of va above the page.) */
+            tlb_array *a = p->a;
+            const uint64_t vpn = va >> p->shift;
+            const uint64_t tag = (vpn << TLB_TAG_LEVEL_BITS) | p->level;
+            const uint32_t set = (uint32_t)vpn & a->set_mask;
+            const size_t base = (size_t)set * a->ways;
+            const uint64_t *t = a->tags + base;
+            uint32_t w;
+            for (w = 0; w < a->ways; w++)
+                if (t[w] == tag &&
+                    (a->e[base + w].pcid == pcid || (a->e[base + w].flags & TLB_F_GLOBAL)))
+                    break;
+            if (w == a->ways) {
+                first_missed = 1;
+            } else {
+                const tlb_entry *e = &a->e[base + w];
+                if (rights_allowed(m, access, e) &&
+                    !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                    tlb_touch(a, set, w);
+                    (*p->count)++;
+                    m->st.cycles += lat_l1;
+                    if (r) {
+                        r->pa = (e->pfn << 12) | (va & ((1ull << p->shift) - 1));
+                        r->page_size = 1u << p->shift;
+                        r->error_code = 0;
+                        r->vector = EMU_VEC_NONE;
+                        r->hit = EMU_HIT_L1;
+                        r->crossed = 0;
+                        r->reserved0 = 0;
+                        r->cycles = lat_l1;
+                    }
+                    continue;
+                }
+            }
+        }
         if (!r)
             r = &scratch;
-        access_one(m, va, access, size, r);
+        access_one(m, va, access, size, r, first_missed);
         if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
             *done = i + 1;
             return EMU_OK;
@@ -785,7 +824,6 @@ int emu_mmu_invlpg(emu_mmu *m, uint64_t va)
     for (uint32_t i = 0; i < m->n_arr; i++)
         kill_covering(m, &m->arr[i], va, m->pcid, 0);
     sweep_pscs(m, SWEEP_PCID_ANY, m->pcid);
-    m->epoch++;
     return EMU_OK;
 }
 
@@ -803,7 +841,6 @@ int emu_mmu_invpcid(emu_mmu *m, uint32_t type, uint64_t pcid, uint64_t va)
         for (uint32_t i = 0; i < m->n_arr; i++)
             kill_covering(m, &m->arr[i], va, (uint16_t)pcid, 1);
         sweep_pscs(m, SWEEP_PCID_ANY, (uint16_t)pcid);
-        m->epoch++;
         break;
     case 1:
         sweep_all(m, SWEEP_PCID_NONGLOBAL, (uint16_t)pcid);

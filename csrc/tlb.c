@@ -29,6 +29,8 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->sizes = sizes;
     a->role = role;
     a->set_mask = sets - 1;
+    for (uint32_t w = ways; w > 1; w >>= 1)
+        a->depth++;
     a->tags = calloc(n, sizeof(*a->tags));
     a->e = calloc(n, sizeof(*a->e));
     a->stamp = calloc(n, sizeof(*a->stamp));
@@ -36,10 +38,8 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->plru = calloc(sets, sizeof(*a->plru));
     a->fifo = calloc(sets, sizeof(*a->fifo));
     a->nvalid = calloc(sets, sizeof(*a->nvalid));
-    a->settouch = calloc(sets, sizeof(*a->settouch));
     a->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
-    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid ||
-        !a->settouch) {
+    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
         tlb_array_destroy(a);
         return EMU_E_NOMEM;
     }
@@ -55,47 +55,7 @@ void tlb_array_destroy(tlb_array *a)
     free(a->plru);
     free(a->fifo);
     free(a->nvalid);
-    free(a->settouch);
     memset(a, 0, sizeof(*a));
-}
-
-static unsigned log2u(uint32_t x)
-{
-    unsigned r = 0;
-    while (x > 1) {
-        x >>= 1;
-        r++;
-    }
-    return r;
-}
-
-void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
-{
-    size_t i = (size_t)set * a->ways + way;
-    a->settouch[set]++;
-    switch (a->policy) {
-    case EMU_POL_LRU:
-        a->stamp[i] = ++a->clock;
-        break;
-    case EMU_POL_PLRU: {
-        /* Heap-ordered tree: node n has children 2n, 2n+1; a bit names the colder child. */
-        uint64_t bits = a->plru[set];
-        unsigned depth = log2u(a->ways);
-        unsigned node = 1;
-        for (unsigned d = depth; d-- > 0;) {
-            unsigned b = (way >> d) & 1u;
-            bits = (bits & ~(1ull << node)) | ((uint64_t)(b ^ 1u) << node);
-            node = 2 * node + b;
-        }
-        a->plru[set] = bits;
-        break;
-    }
-    case EMU_POL_SRRIP:
-        a->rrpv[i] = 0;
-        break;
-    default: /* FIFO and random keep no use history */
-        break;
-    }
 }
 
 static uint64_t xorshift64star(uint64_t *s)
@@ -158,17 +118,15 @@ static uint32_t victim(tlb_array *a, uint32_t set)
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
 {
     size_t base = (size_t)set * a->ways;
-    uint64_t *t = a->tags + base;
-    uint32_t w;
-    a->settouch[set]++;
+    const uint64_t *t = a->tags + base;
     /* Same translation already cached (e.g. refreshed after a D-bit walk): update it. */
-    for (w = 0; w < a->ways; w++) {
+    for (uint32_t w = 0; w < a->ways; w++) {
         if (t[w] == tag) {
             const tlb_entry *o = &a->e[base + w];
             if (o->pcid == ent->pcid || ((o->flags | ent->flags) & TLB_F_GLOBAL)) {
-                if (o->orig_level > o->level)
+                            if (o->orig_level > o->level)
                     a->nfract--;
-                a->e[base + w] = *ent;
+                a->e[base + w] = *ent; /* same tag: same level, nlevel unchanged */
                 if (ent->orig_level > ent->level)
                     a->nfract++;
                 tlb_touch(a, set, w);
@@ -176,6 +134,14 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
             }
         }
     }
+    return tlb_insert_new(a, set, tag, ent);
+}
+
+uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
+{
+    size_t base = (size_t)set * a->ways;
+    uint64_t *t = a->tags + base;
+    uint32_t w;
     if (a->nvalid[set] < a->ways) {
         for (w = 0; t[w] != 0; w++)
             ;
@@ -184,8 +150,10 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
         w = victim(a, set);
         if (a->e[base + w].orig_level > a->e[base + w].level)
             a->nfract--;
+        a->nlevel[t[w] & TLB_TAG_LEVEL_MASK]--;
     }
     t[w] = tag;
+    a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
     a->e[base + w] = *ent;
     if (ent->orig_level > ent->level)
         a->nfract++;
@@ -201,9 +169,9 @@ void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)
     size_t i = (size_t)set * a->ways + way;
     if (!a->tags[i])
         return;
-    a->settouch[set]++;
     if (a->e[i].orig_level > a->e[i].level)
         a->nfract--;
+    a->nlevel[a->tags[i] & TLB_TAG_LEVEL_MASK]--;
     a->tags[i] = 0;
     a->nvalid[set]--;
 }

@@ -23,6 +23,9 @@ typedef struct tlb_entry {
 typedef struct tlb_array {
     uint32_t sets, ways, policy, sizes, role;
     uint32_t set_mask;
+    uint32_t depth;     /* log2(ways): the tree-PLRU depth */
+    uint32_t nlevel[8]; /* valid entries per tag level: a probe of a level with none can
+                           only miss, so lookups skip it */
     uint64_t *tags;     /* sets*ways; 0 = invalid */
     tlb_entry *e;       /* sets*ways */
     uint64_t *stamp;    /* LRU: last-use time per way */
@@ -30,7 +33,6 @@ typedef struct tlb_array {
     uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
     uint32_t *fifo;     /* FIFO: next way to replace per set */
     uint32_t *nvalid;   /* valid ways per set */
-    uint32_t *settouch; /* per set: bumped by every touch, insert and kill */
     uint64_t clock;     /* LRU time */
     uint64_t rng;       /* xorshift64* state for the random policy */
     uint32_t nfract;    /* valid entries with orig_level > level */
@@ -68,12 +70,36 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
 }
 
 /* Marks (set, way) most recently used under the array's policy. */
-void tlb_touch(tlb_array *a, uint32_t set, uint32_t way);
+static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
+{
+    size_t i = (size_t)set * a->ways + way;
+    if (a->policy == EMU_POL_LRU) {
+        a->stamp[i] = ++a->clock;
+    } else if (a->policy == EMU_POL_PLRU) {
+        /* Heap-ordered tree: node n has children 2n, 2n+1; a bit names the colder child. */
+        uint64_t bits = a->plru[set];
+        unsigned node = 1;
+        for (unsigned d = a->depth; d-- > 0;) {
+            unsigned b = (way >> d) & 1u;
+            bits = (bits & ~(1ull << node)) | ((uint64_t)(b ^ 1u) << node);
+            node = 2 * node + b;
+        }
+        a->plru[set] = bits;
+    } else if (a->policy == EMU_POL_SRRIP) {
+        a->rrpv[i] = 0;
+    } /* FIFO and random keep no use history */
+}
 
 /* Installs an entry for tag into set, replacing an existing entry with the same tag and
  * PCID (or global) in place (as a hit), else the lowest invalid way, else the policy's
  * victim.  Returns the way used. */
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
+
+/* tlb_insert for a caller that knows no valid entry in set has tag with the same PCID as
+ * ent or a global flag on either side (typically: a lookup under ent's PCID just missed
+ * and ent is not global), so the in-place case cannot arise and the scan for it is
+ * skipped.  Same result as tlb_insert under that precondition. */
+uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
 
 /* Invalidates (set, way). */
 void tlb_kill(tlb_array *a, uint32_t set, uint32_t way);
