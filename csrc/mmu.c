@@ -30,6 +30,10 @@ struct emu_mmu {
     /* per role and leaf level (EMU_LVL_PT..PDPT): the array a fill goes to and the
      * size it stores there (see fill_role); fill_arr NO_ARRAY: nothing is filled */
     uint8_t fill_arr[5][4], fill_lvl[5][4];
+    /* per role: the probes of a lookup in order (array index, level): the role's
+     * arrays in configuration order, each at the sizes it holds from 4K up */
+    uint8_t probe_arr[5][3 * EMU_MAX_ARRAYS], probe_lvl[5][3 * EMU_MAX_ARRAYS];
+    uint8_t probe_n[5];
     /* per role: the level of the first probe of a lookup (the smallest size the
      * role's first array holds), 0 without arrays */
     uint8_t first_lvl[5];
@@ -90,14 +94,18 @@ static void derive_roles(emu_mmu *m)
             m->fill_arr[role][leaf] = (uint8_t)best_arr;
             m->fill_lvl[role][leaf] = (uint8_t)best_level;
         }
-        m->first_lvl[role] = 0;
-        if (m->role_n[role]) {
-            uint32_t sizes = m->arr[m->role_arr[role][0]].sizes; /* nonzero, checked */
-            int level = EMU_LVL_PT;
-            while (!(sizes & (1u << (level - 1))))
-                level++;
-            m->first_lvl[role] = (uint8_t)level;
+        m->probe_n[role] = 0;
+        for (uint32_t k = 0; k < m->role_n[role]; k++) {
+            const tlb_array *a = &m->arr[m->role_arr[role][k]];
+            for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
+                if (a->sizes & (1u << (level - 1))) {
+                    m->probe_arr[role][m->probe_n[role]] = m->role_arr[role][k];
+                    m->probe_lvl[role][m->probe_n[role]++] = (uint8_t)level;
+                }
+            }
         }
+        /* every array holds some size (checked), so the first probe is of array 0 */
+        m->first_lvl[role] = m->probe_n[role] ? m->probe_lvl[role][0] : 0;
     }
 }
 
@@ -344,32 +352,24 @@ typedef struct hit_ref {
     int level;
 } hit_ref;
 
-/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G.
- * skip_first: the first probe (the first array at its smallest size, first_lvl) was
- * already made and missed.  A size with no valid entry in an array is not probed: it
- * could only miss. */
+/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G
+ * (the role's probe list).  skip_first: the first probe was already made and missed.  A
+ * size with no valid entry in an array is not probed: it could only miss. */
 static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h, int skip_first)
 {
-    for (uint32_t k = 0; k < m->role_n[role]; k++) {
-        tlb_array *a = &m->arr[m->role_arr[role][k]];
-        for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
-            if (!(a->sizes & (1u << (level - 1))))
-                continue;
-            if (skip_first) {
-                skip_first = 0;
-                continue;
-            }
-            if (!a->nlevel[level])
-                continue;
-            uint32_t set;
-            int w = tlb_find(a, va, level, m->pcid, &set);
-            if (w >= 0) {
-                h->a = a;
-                h->set = set;
-                h->way = (uint32_t)w;
-                h->level = level;
-                return 1;
-            }
+    for (uint32_t k = skip_first ? 1 : 0; k < m->probe_n[role]; k++) {
+        tlb_array *a = &m->arr[m->probe_arr[role][k]];
+        int level = m->probe_lvl[role][k];
+        if (!a->nlevel[level])
+            continue;
+        uint32_t set;
+        int w = tlb_find(a, va, level, m->pcid, &set);
+        if (w >= 0) {
+            h->a = a;
+            h->set = set;
+            h->way = (uint32_t)w;
+            h->level = level;
+            return 1;
         }
     }
     return 0;
@@ -674,13 +674,28 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
     return EMU_OK;
 }
 
-/* The first probe of an L1 lookup for one access kind, made inline by emu_mmu_run. */
+/* The first probe of an L1 lookup for one access kind, made inline by emu_mmu_run: the
+ * L1 role's first array at its smallest size (first_lvl).  Copies of what the probe reads
+ * (pointers and geometry never change after construction). */
 typedef struct first_probe {
-    tlb_array *a;    /* the L1 role's first array; NULL: the role has none */
-    uint64_t *count; /* the kind's lookup counter */
-    unsigned shift;  /* page shift of first_lvl */
-    unsigned level;  /* first_lvl of the role */
+    tlb_array *a; /* NULL: the role has no array */
+    const uint64_t *tags;
+    const tlb_entry *e;
+    uint8_t *rights_ok; /* m->rights_ok of the kind's access code */
+    uint32_t set_mask, ways, policy;
+    unsigned shift, level; /* of first_lvl */
 } first_probe;
+
+/* The counters of the L1 hits emu_mmu_run handled itself, added to the stats at the end
+ * (nothing reads them during a run; the sums are the same in any order). */
+static void add_fast_hits(emu_mmu *m, const uint64_t hits[3])
+{
+    m->st.loads += hits[EMU_ACC_READ];
+    m->st.stores += hits[EMU_ACC_WRITE];
+    m->st.fetches += hits[EMU_ACC_FETCH];
+    m->st.cycles +=
+        (hits[EMU_ACC_READ] + hits[EMU_ACC_WRITE] + hits[EMU_ACC_FETCH]) * m->cfg.lat_l1_hit;
+}
 
 int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
                 size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
@@ -693,25 +708,33 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
     const uint16_t pcid = m->pcid;
     const uint32_t lat_l1 = m->cfg.lat_l1_hit;
     first_probe fp[3];
-    uint64_t *counts[3] = {&m->st.loads, &m->st.stores, &m->st.fetches};
     for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
         int role = m->l1role[kind];
-        fp[kind].a = m->first_lvl[role] ? &m->arr[m->role_arr[role][0]] : NULL;
-        fp[kind].count = counts[kind];
-        fp[kind].level = m->first_lvl[role];
-        fp[kind].shift = 12 + 9 * (fp[kind].level - 1);
+        first_probe *p = &fp[kind];
+        memset(p, 0, sizeof(*p));
+        if (!m->first_lvl[role])
+            continue;
+        p->a = &m->arr[m->role_arr[role][0]];
+        p->tags = p->a->tags;
+        p->e = p->a->e;
+        p->rights_ok = m->rights_ok[kind | user];
+        p->set_mask = p->a->set_mask;
+        p->ways = p->a->ways;
+        p->policy = p->a->policy;
+        p->level = m->first_lvl[role];
+        p->shift = 12 + 9 * (p->level - 1);
     }
+    uint64_t hits[3] = {0, 0, 0};
     emu_mmu_result scratch;
     for (size_t i = 0; i < n; i++) {
         const uint32_t kind = kinds[i];
         if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
+            add_fast_hits(m, hits);
             *done = i;
             return EMU_E_INVAL;
         }
         const uint64_t va = vas[i];
         const uint32_t size = sizes ? sizes[i] : 1;
-        const uint32_t access = kind | user;
-        emu_mmu_result *r = out ? &out[i] : NULL;
         int first_missed = 0;
         const first_probe *p = &fp[kind];
         if (p->a && (size <= 1 || (va & 0xFFF) + size <= 4096)) {
@@ -720,27 +743,37 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
              * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
              * implies a canonical va: entries only exist for canonical pages under the
              * current LA57 setting, and the tag is every bit of va above the page.) */
-            tlb_array *a = p->a;
             const uint64_t vpn = va >> p->shift;
             const uint64_t tag = (vpn << TLB_TAG_LEVEL_BITS) | p->level;
-            const uint32_t set = (uint32_t)vpn & a->set_mask;
-            const size_t base = (size_t)set * a->ways;
-            const uint64_t *t = a->tags + base;
-            uint32_t w;
-            for (w = 0; w < a->ways; w++)
-                if (t[w] == tag &&
-                    (a->e[base + w].pcid == pcid || (a->e[base + w].flags & TLB_F_GLOBAL)))
+            const uint32_t set = (uint32_t)vpn & p->set_mask;
+            const size_t base = (size_t)set * p->ways;
+            const uint64_t *t = p->tags + base;
+            const tlb_entry *e = NULL;
+            uint32_t w = 0;
+            for (;; w++) { /* the first way with the tag and our PCID or global */
+                while (w < p->ways && t[w] != tag)
+                    w++;
+                if (w == p->ways)
                     break;
-            if (w == a->ways) {
+                e = &p->e[base + w];
+                if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                    break;
+            }
+            if (w == p->ways) {
                 first_missed = 1;
             } else {
-                const tlb_entry *e = &a->e[base + w];
-                if (rights_allowed(m, access, e) &&
-                    !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
-                    tlb_touch(a, set, w);
-                    (*p->count)++;
-                    m->st.cycles += lat_l1;
-                    if (r) {
+                uint8_t *ok = &p->rights_ok[((unsigned)e->rights << 4) | e->pkey];
+                if (!*ok)
+                    *ok = walk_check_rights(&m->wcfg, kind | user, e->rights, e->pkey) ? 2 : 1;
+                if (*ok == 1 && !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                    tlb_array *a = p->a;
+                    if (p->policy == EMU_POL_LRU)
+                        a->stamp[base + w] = ++a->clock;
+                    else
+                        tlb_touch(a, set, w);
+                    hits[kind]++;
+                    if (out) {
+                        emu_mmu_result *r = &out[i];
                         r->pa = (e->pfn << 12) | (va & ((1ull << p->shift) - 1));
                         r->page_size = 1u << p->shift;
                         r->error_code = 0;
@@ -754,14 +787,15 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
                 }
             }
         }
-        if (!r)
-            r = &scratch;
-        access_one(m, va, access, size, r, first_missed);
+        emu_mmu_result *r = out ? &out[i] : &scratch;
+        access_one(m, va, kind | user, size, r, first_missed);
         if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
+            add_fast_hits(m, hits);
             *done = i + 1;
             return EMU_OK;
         }
     }
+    add_fast_hits(m, hits);
     *done = n;
     return EMU_OK;
 }
