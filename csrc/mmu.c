@@ -682,7 +682,7 @@ typedef struct first_probe {
     const uint64_t *tags;
     const tlb_entry *e;
     uint8_t *rights_ok; /* m->rights_ok of the kind's access code */
-    uint32_t set_mask, ways, policy;
+    uint32_t set_mask, ways;
     unsigned shift, level; /* of first_lvl */
 } first_probe;
 
@@ -720,7 +720,6 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
         p->rights_ok = m->rights_ok[kind | user];
         p->set_mask = p->a->set_mask;
         p->ways = p->a->ways;
-        p->policy = p->a->policy;
         p->level = m->first_lvl[role];
         p->shift = 12 + 9 * (p->level - 1);
     }
@@ -766,11 +765,7 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
                 if (!*ok)
                     *ok = walk_check_rights(&m->wcfg, kind | user, e->rights, e->pkey) ? 2 : 1;
                 if (*ok == 1 && !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
-                    tlb_array *a = p->a;
-                    if (p->policy == EMU_POL_LRU)
-                        a->stamp[base + w] = ++a->clock;
-                    else
-                        tlb_touch(a, set, w);
+                    tlb_touch(p->a, set, w);
                     hits[kind]++;
                     if (out) {
                         emu_mmu_result *r = &out[i];

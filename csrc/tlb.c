@@ -33,13 +33,27 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
         a->depth++;
     a->tags = calloc(n, sizeof(*a->tags));
     a->e = calloc(n, sizeof(*a->e));
-    a->stamp = calloc(n, sizeof(*a->stamp));
+    int use_order = policy == EMU_POL_LRU && ways <= 16;
+    if (use_order) {
+        a->order = malloc(sets * sizeof(*a->order));
+        if (a->order) {
+            /* ways 0..ways-1 in any order (the first ways-1 touches of a set happen
+             * before it is full); unused nibbles hold 15, never a way here */
+            uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
+            for (uint32_t w = 0; w < ways; w++)
+                init |= (uint64_t)w << (4 * w);
+            for (uint32_t s = 0; s < sets; s++)
+                a->order[s] = init;
+        }
+    } else {
+        a->stamp = calloc(n, sizeof(*a->stamp));
+    }
     a->rrpv = calloc(n, sizeof(*a->rrpv));
     a->plru = calloc(sets, sizeof(*a->plru));
     a->fifo = calloc(sets, sizeof(*a->fifo));
     a->nvalid = calloc(sets, sizeof(*a->nvalid));
     a->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
-    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
+    if (!a->tags || !a->e || (use_order ? !a->order : !a->stamp) || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
         tlb_array_destroy(a);
         return EMU_E_NOMEM;
     }
@@ -51,6 +65,7 @@ void tlb_array_destroy(tlb_array *a)
     free(a->tags);
     free(a->e);
     free(a->stamp);
+    free(a->order);
     free(a->rrpv);
     free(a->plru);
     free(a->fifo);
@@ -75,6 +90,8 @@ static uint32_t victim(tlb_array *a, uint32_t set)
     size_t base = (size_t)set * a->ways;
     switch (a->policy) {
     case EMU_POL_LRU: {
+        if (a->order) /* the last of the recency order */
+            return (uint32_t)(a->order[set] >> (4 * (a->ways - 1))) & 0xF;
         const uint64_t *st = a->stamp + base;
         uint64_t best = st[0];
         uint32_t bw = 0;

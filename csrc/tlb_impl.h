@@ -28,7 +28,10 @@ typedef struct tlb_array {
                            only miss, so lookups skip it */
     uint64_t *tags;     /* sets*ways; 0 = invalid */
     tlb_entry *e;       /* sets*ways */
-    uint64_t *stamp;    /* LRU: last-use time per way */
+    uint64_t *stamp;    /* LRU over more than 16 ways: last-use time per way */
+    uint64_t *order;    /* LRU over at most 16 ways: per set, the ways from the most
+                           recently used (bits 3:0) to the least, 4 bits each; NULL
+                           otherwise */
     uint8_t *rrpv;      /* SRRIP: re-reference prediction value per way */
     uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
     uint32_t *fifo;     /* FIFO: next way to replace per set */
@@ -73,7 +76,22 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
 static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
 {
     size_t i = (size_t)set * a->ways + way;
-    if (a->policy == EMU_POL_LRU) {
+    if (a->order) {
+        /* Move way to the front of the recency order.  This ranks the ways exactly as
+         * the stamps (stamp = ++clock) would: the victim of a full set, the way with
+         * the smallest stamp, is the last one in the order. */
+        uint64_t o = a->order[set];
+        if ((o & 0xF) != way) {
+            /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
+             * has-zero-byte trick on nibbles; exact for the lowest one) */
+            uint64_t x = o ^ (0x1111111111111111ull * way);
+            uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
+            unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
+            uint64_t below = o & ((1ull << sh) - 1);
+            uint64_t above = o & ((~0ull << sh) << 4);
+            a->order[set] = above | (below << 4) | way;
+        }
+    } else if (a->policy == EMU_POL_LRU) {
         a->stamp[i] = ++a->clock;
     } else if (a->policy == EMU_POL_PLRU) {
         /* Heap-ordered tree: node n has children 2n, 2n+1; a bit names the colder child. */
