@@ -319,7 +319,7 @@ typedef struct leaf_info {
  * the role's arrays since), so an entry with the new tag and our PCID or a global flag
  * cannot be there; unless the new entry is global (which would replace another PCID's
  * entry with that tag in place) tlb_insert's scan for one is skipped. */
-static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li, int fresh)
+static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li, int fresh)
 {
     unsigned ai = m->fill_arr[role][li->level];
     if (ai == NO_ARRAY)
@@ -355,7 +355,7 @@ typedef struct hit_ref {
 /* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G
  * (the role's probe list).  skip_first: the first probe was already made and missed.  A
  * size with no valid entry in an array is not probed: it could only miss. */
-static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h, int skip_first)
+static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h, int skip_first)
 {
     for (uint32_t k = skip_first ? 1 : 0; k < m->probe_n[role]; k++) {
         tlb_array *a = &m->arr[m->probe_arr[role][k]];

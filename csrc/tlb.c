@@ -5,7 +5,6 @@
 #include "tlb_impl.h"
 
 #define SRRIP_MAX 3    /* 2-bit RRPV: 3 = distant re-reference */
-#define SRRIP_INSERT 2 /* SRRIP inserts with a "long" prediction */
 
 static int is_pow2(uint32_t x)
 {
@@ -44,6 +43,7 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
                 init |= (uint64_t)w << (4 * w);
             for (uint32_t s = 0; s < sets; s++)
                 a->order[s] = init;
+            a->order_mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
         }
     } else {
         a->stamp = calloc(n, sizeof(*a->stamp));
@@ -85,7 +85,7 @@ static uint64_t xorshift64star(uint64_t *s)
 
 /* The policy's victim in a full set.  The loops have no data-dependent branches: the
  * running minimum and the first match are kept with conditional moves. */
-static uint32_t victim(tlb_array *a, uint32_t set)
+uint32_t tlb_victim(tlb_array *a, uint32_t set)
 {
     size_t base = (size_t)set * a->ways;
     switch (a->policy) {
@@ -152,33 +152,6 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
         }
     }
     return tlb_insert_new(a, set, tag, ent);
-}
-
-uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
-{
-    size_t base = (size_t)set * a->ways;
-    uint64_t *t = a->tags + base;
-    uint32_t w;
-    if (a->nvalid[set] < a->ways) {
-        for (w = 0; t[w] != 0; w++)
-            ;
-        a->nvalid[set]++;
-    } else {
-        w = victim(a, set);
-        if (a->e[base + w].orig_level > a->e[base + w].level)
-            a->nfract--;
-        a->nlevel[t[w] & TLB_TAG_LEVEL_MASK]--;
-    }
-    t[w] = tag;
-    a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
-    a->e[base + w] = *ent;
-    if (ent->orig_level > ent->level)
-        a->nfract++;
-    if (a->policy == EMU_POL_SRRIP)
-        a->rrpv[base + w] = SRRIP_INSERT;
-    else
-        tlb_touch(a, set, w);
-    return w;
 }
 
 void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)

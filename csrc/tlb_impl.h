@@ -32,6 +32,7 @@ typedef struct tlb_array {
     uint64_t *order;    /* LRU over at most 16 ways: per set, the ways from the most
                            recently used (bits 3:0) to the least, 4 bits each; NULL
                            otherwise */
+    uint64_t order_mask; /* the 4*ways bits of order holding ways */
     uint8_t *rrpv;      /* SRRIP: re-reference prediction value per way */
     uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
     uint32_t *fifo;     /* FIFO: next way to replace per set */
@@ -113,11 +114,62 @@ static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
  * victim.  Returns the way used. */
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
 
+/* The policy's victim in a full set (advances FIFO pointers and the random state). */
+uint32_t tlb_victim(tlb_array *a, uint32_t set);
+
+#define SRRIP_INSERT 2 /* SRRIP inserts with a "long" prediction */
+
 /* tlb_insert for a caller that knows no valid entry in set has tag with the same PCID as
  * ent or a global flag on either side (typically: a lookup under ent's PCID just missed
  * and ent is not global), so the in-place case cannot arise and the scan for it is
  * skipped.  Same result as tlb_insert under that precondition. */
-uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
+static inline uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag,
+                                      const tlb_entry *ent)
+{
+    size_t base = (size_t)set * a->ways;
+    uint64_t *t = a->tags + base;
+    uint32_t w;
+    if (a->nvalid[set] < a->ways) {
+        for (w = 0; t[w] != 0; w++)
+            ;
+        a->nvalid[set]++;
+    } else {
+        if (a->order) {
+            /* LRU: the victim is the last of the recency order; inserting touches it,
+             * which rotates it to the front (what tlb_touch would do) */
+            uint64_t o = a->order[set];
+            w = (uint32_t)(o >> (4 * (a->ways - 1))) & 0xF;
+            a->order[set] = ((o << 4) & a->order_mask) | (o & ~a->order_mask) | w;
+        } else {
+            w = tlb_victim(a, set);
+        }
+        if (a->e[base + w].orig_level > a->e[base + w].level)
+            a->nfract--;
+        a->nlevel[t[w] & TLB_TAG_LEVEL_MASK]--;
+        t[w] = tag;
+        a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
+        a->e[base + w] = *ent;
+        if (ent->orig_level > ent->level)
+            a->nfract++;
+        if (a->order)
+            return w; /* touched above */
+        if (a->policy == EMU_POL_SRRIP)
+            a->rrpv[base + w] = SRRIP_INSERT;
+        else
+            tlb_touch(a, set, w);
+        return w;
+    }
+    t[w] = tag;
+    a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
+    a->e[base + w] = *ent;
+    if (ent->orig_level > ent->level)
+        a->nfract++;
+    if (a->policy == EMU_POL_SRRIP)
+        a->rrpv[base + w] = SRRIP_INSERT;
+    else
+        tlb_touch(a, set, w);
+    return w;
+}
 
 /* Invalidates (set, way). */
 void tlb_kill(tlb_array *a, uint32_t set, uint32_t way);
