@@ -630,7 +630,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
 
 /* One access, both pages when it straddles a boundary.  first_missed: as for xlate, for
  * the first page. */
-static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
+static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
                        emu_mmu_result *r, int first_missed)
 {
     uint32_t cycles = 0;
