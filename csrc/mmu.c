@@ -34,6 +34,10 @@ struct emu_mmu {
      * arrays in configuration order, each at the sizes it holds from 4K up */
     uint8_t probe_arr[5][3 * EMU_MAX_ARRAYS], probe_lvl[5][3 * EMU_MAX_ARRAYS];
     uint8_t probe_n[5];
+    /* per role: bit k set while probe k's array holds entries of its level (kept by
+     * the arrays, tlb_level_add/sub); lookups skip the other probes, which can only
+     * miss */
+    uint64_t probe_mask[5];
     /* per role: the level of the first probe of a lookup (the smallest size the
      * role's first array holds), 0 without arrays */
     uint8_t first_lvl[5];
@@ -99,6 +103,9 @@ static void derive_roles(emu_mmu *m)
             const tlb_array *a = &m->arr[m->role_arr[role][k]];
             for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
                 if (a->sizes & (1u << (level - 1))) {
+                    tlb_array *wa = &m->arr[m->role_arr[role][k]];
+                    wa->probe_mask = &m->probe_mask[role]; /* still empty: mask 0 */
+                    wa->probe_bit[level] = m->probe_n[role];
                     m->probe_arr[role][m->probe_n[role]] = m->role_arr[role][k];
                     m->probe_lvl[role][m->probe_n[role]++] = (uint8_t)level;
                 }
@@ -355,13 +362,16 @@ typedef struct hit_ref {
 /* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G
  * (the role's probe list).  skip_first: the first probe was already made and missed.  A
  * size with no valid entry in an array is not probed: it could only miss. */
-static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h, int skip_first)
+static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role,
+                                                              uint64_t va, hit_ref *h,
+                                                              int skip_first)
 {
-    for (uint32_t k = skip_first ? 1 : 0; k < m->probe_n[role]; k++) {
+    uint64_t mask = m->probe_mask[role] & (skip_first ? ~1ull : ~0ull);
+    while (mask) {
+        unsigned k = (unsigned)__builtin_ctzll(mask);
+        mask &= mask - 1;
         tlb_array *a = &m->arr[m->probe_arr[role][k]];
         int level = m->probe_lvl[role][k];
-        if (!a->nlevel[level])
-            continue;
         uint32_t set;
         int w = tlb_find(a, va, level, m->pcid, &set);
         if (w >= 0) {

@@ -28,6 +28,7 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->sizes = sizes;
     a->role = role;
     a->set_mask = sets - 1;
+    a->probe_mask = &a->own_mask;
     for (uint32_t w = ways; w > 1; w >>= 1)
         a->depth++;
     a->tags = calloc(n, sizeof(*a->tags));
@@ -161,7 +162,7 @@ void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)
         return;
     if (a->e[i].orig_level > a->e[i].level)
         a->nfract--;
-    a->nlevel[a->tags[i] & TLB_TAG_LEVEL_MASK]--;
+    tlb_level_sub(a, a->tags[i]);
     a->tags[i] = 0;
     a->nvalid[set]--;
 }

@@ -26,6 +26,12 @@ typedef struct tlb_array {
     uint32_t depth;     /* log2(ways): the tree-PLRU depth */
     uint32_t nlevel[8]; /* valid entries per tag level: a probe of a level with none can
                            only miss, so lookups skip it */
+    /* The bit of each level in a mask of non-empty probes (the MMU's per-role probe
+     * list): set while nlevel[level] > 0.  probe_mask points to own_mask until the MMU
+     * links the array into a role. */
+    uint64_t *probe_mask;
+    uint64_t own_mask;
+    uint8_t probe_bit[8];
     uint64_t *tags;     /* sets*ways; 0 = invalid */
     tlb_entry *e;       /* sets*ways */
     uint64_t *stamp;    /* LRU over more than 16 ways: last-use time per way */
@@ -114,6 +120,20 @@ static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
  * victim.  Returns the way used. */
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
 
+static inline void tlb_level_add(tlb_array *a, uint64_t tag)
+{
+    unsigned level = (unsigned)(tag & TLB_TAG_LEVEL_MASK);
+    if (a->nlevel[level]++ == 0)
+        *a->probe_mask |= 1ull << a->probe_bit[level];
+}
+
+static inline void tlb_level_sub(tlb_array *a, uint64_t tag)
+{
+    unsigned level = (unsigned)(tag & TLB_TAG_LEVEL_MASK);
+    if (--a->nlevel[level] == 0)
+        *a->probe_mask &= ~(1ull << a->probe_bit[level]);
+}
+
 /* The policy's victim in a full set (advances FIFO pointers and the random state). */
 uint32_t tlb_victim(tlb_array *a, uint32_t set);
 
@@ -145,9 +165,9 @@ static inline uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag,
         }
         if (a->e[base + w].orig_level > a->e[base + w].level)
             a->nfract--;
-        a->nlevel[t[w] & TLB_TAG_LEVEL_MASK]--;
+        tlb_level_sub(a, t[w]);
         t[w] = tag;
-        a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
+        tlb_level_add(a, tag);
         a->e[base + w] = *ent;
         if (ent->orig_level > ent->level)
             a->nfract++;
@@ -160,7 +180,7 @@ static inline uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag,
         return w;
     }
     t[w] = tag;
-    a->nlevel[tag & TLB_TAG_LEVEL_MASK]++;
+    tlb_level_add(a, tag);
     a->e[base + w] = *ent;
     if (ent->orig_level > ent->level)
         a->nfract++;
