@@ -42,8 +42,8 @@ struct emu_mmu {
      * role's first array holds), 0 without arrays */
     uint8_t first_lvl[5];
     /* walk_check_rights under the current control state, per access code and
-     * rights << 4 | pkey: 0 not yet known, 1 allowed, 2 refused.  Cleared whenever
-     * the control state changes (derive_walk_cfg). */
+     * rights << 4 | pkey: 0 not yet known, else WALK_RIGHTS_KNOWN | the result.
+     * Cleared whenever the control state changes (derive_walk_cfg). */
     uint8_t rights_ok[16][128];
 };
 
@@ -409,6 +409,12 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     uint64_t tag = (line << TLB_TAG_LEVEL_BITS) | 1u;
     uint32_t set = (uint32_t)line & c->set_mask;
     const uint64_t *t = c->tags + (size_t)set * c->ways;
+    /* A line's tag is in a set at most once (inserted only after a miss), so a match
+     * in the most recently used way is the match; touching it changes nothing. */
+    if (c->order && t[c->order[set] & 0xF] == tag) {
+        m->st.pte_cache_hits++;
+        return m->cfg.lat_pte_hit;
+    }
     for (uint32_t w = 0; w < c->ways; w++) {
         if (t[w] == tag) {
             tlb_touch(c, set, w);
@@ -455,7 +461,7 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
 
     walk_trace tr;
     tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
-    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr);
+    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr, m->rights_ok[access]);
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
         if (!(tr.read_mask & (1u << (l - 1))))
@@ -523,15 +529,16 @@ static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
     }
 }
 
-/* walk_check_rights(access, e's rights and key) == 0, from a table filled as it goes:
- * the answer depends only on the access code, the rights, the key and the control state
+/* walk_check_rights(access, e's rights and key), from a table filled as it goes: the
+ * answer depends only on the access code, the rights, the key and the control state
  * (derive_walk_cfg clears the table whenever that changes). */
-static inline int rights_allowed(emu_mmu *m, uint32_t access, const tlb_entry *e)
+static inline uint32_t rights_deny(emu_mmu *m, uint32_t access, const tlb_entry *e)
 {
     uint8_t *c = &m->rights_ok[access][((unsigned)e->rights << 4) | e->pkey];
     if (!*c)
-        *c = walk_check_rights(&m->wcfg, access, e->rights, e->pkey) ? 2 : 1;
-    return *c == 1;
+        *c = (uint8_t)(WALK_RIGHTS_KNOWN |
+                       walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
+    return *c & ~(uint32_t)WALK_RIGHTS_KNOWN;
 }
 
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
@@ -572,9 +579,8 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     }
     if (found) {
         tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
-        if (!rights_allowed(m, access, e)) {
-            /* refused by the cached rights: a #PF, which drops the entries */
-            uint32_t deny = walk_check_rights(&m->wcfg, access, e->rights, e->pkey);
+        uint32_t deny = rights_deny(m, access, e);
+        if (deny) { /* refused by the cached rights: a #PF, which drops the entries */
             m->st.page_faults++;
             fault_invalidate(m, va);
             set_pf(r, walk_access_ec(&m->wcfg, access) | deny);
@@ -773,8 +779,10 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
             } else {
                 uint8_t *ok = &p->rights_ok[((unsigned)e->rights << 4) | e->pkey];
                 if (!*ok)
-                    *ok = walk_check_rights(&m->wcfg, kind | user, e->rights, e->pkey) ? 2 : 1;
-                if (*ok == 1 && !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                    *ok = (uint8_t)(WALK_RIGHTS_KNOWN | walk_check_rights(&m->wcfg, kind | user,
+                                                                          e->rights, e->pkey));
+                if (*ok == WALK_RIGHTS_KNOWN &&
+                    !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
                     tlb_touch(p->a, set, w);
                     hits[kind]++;
                     if (out) {

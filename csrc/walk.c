@@ -118,11 +118,11 @@ static void set_fault(emu_walk_result *out, uint64_t va, uint32_t ec, int level)
 }
 
 void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
-               walk_start start, emu_walk_result *out, emu_walk_path *path, walk_trace *tr)
+               walk_start start, emu_walk_result *out, emu_walk_path *path, walk_trace *tr,
+               uint8_t *rights_cache)
 {
     const int qemu = (cfg->flags & EMU_WF_A_QEMU) != 0;
     const int nxe = (cfg->flags & EMU_WF_NXE) != 0;
-    const uint32_t acc_ec = walk_access_ec(cfg, access);
     uint64_t entry[6];
     uint64_t *entry_ptr[6]; /* where each entry lives: frames never move during a walk */
     int top = start.level;
@@ -148,13 +148,13 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
             tr->entry_pa[level] = epa;
         }
         if (!(e & EMU_PTE_P)) {
-            set_fault(out, va, acc_ec, level); /* P=0: reserved bits ignored */
+            set_fault(out, va, walk_access_ec(cfg, access), level); /* P=0: reserved bits ignored */
             return;
         }
         uint64_t rsvd = qemu ? reserved_mask_before_leaf(cfg, level, e)
                              : reserved_mask(cfg, level, e);
         if (e & rsvd) {
-            set_fault(out, va, acc_ec | EMU_PF_P | EMU_PF_RSVD, level);
+            set_fault(out, va, walk_access_ec(cfg, access) | EMU_PF_P | EMU_PF_RSVD, level);
             return;
         }
         /* R/W and U/S ANDed, XD ORed across levels (SDM 3A 4.6.1) */
@@ -183,16 +183,24 @@ void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t ac
     if (qemu) { /* the 1 GiB alignment bits, checked after A was set */
         uint64_t late = reserved_mask(cfg, level, e) & ~reserved_mask_before_leaf(cfg, level, e);
         if (e & late) {
-            set_fault(out, va, acc_ec | EMU_PF_P | EMU_PF_RSVD, level);
+            set_fault(out, va, walk_access_ec(cfg, access) | EMU_PF_P | EMU_PF_RSVD, level);
             return;
         }
     }
     unsigned pkey = (unsigned)((e >> EMU_PTE_PKEY_SHIFT) & PKEY_MASK);
     out->rights = (uint8_t)rights;
     out->pkey = (uint8_t)pkey;
-    uint32_t deny = walk_check_rights(cfg, access, rights, pkey);
+    uint32_t deny;
+    if (rights_cache) {
+        uint8_t *c = &rights_cache[(rights << 4) | pkey];
+        if (!*c)
+            *c = (uint8_t)(WALK_RIGHTS_KNOWN | walk_check_rights(cfg, access, rights, pkey));
+        deny = *c & ~(uint32_t)WALK_RIGHTS_KNOWN;
+    } else {
+        deny = walk_check_rights(cfg, access, rights, pkey);
+    }
     if (deny) {
-        set_fault(out, va, acc_ec | deny, level);
+        set_fault(out, va, walk_access_ec(cfg, access) | deny, level);
         return;
     }
 
@@ -233,7 +241,7 @@ static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint3
         out->vector = EMU_VEC_GP;
         return;
     }
-    walk_from(m, cfg, va, access, walk_top(cfg), out, path, NULL);
+    walk_from(m, cfg, va, access, walk_top(cfg), out, path, NULL, NULL);
 }
 
 int emu_walk(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,

@@ -45,10 +45,17 @@ typedef struct walk_trace {
     uint8_t read_mask;    /* bit level-1: the level was read from memory */
 } walk_trace;
 
+/* A rights cache entry: 0 not yet known, else WALK_RIGHTS_KNOWN | the walk_check_rights
+ * result (whose bits, P and PK, never include this one). */
+#define WALK_RIGHTS_KNOWN 0x80
+
 /* Walks from start, checks rights, applies the A/D policy.  path and tr may be NULL.
- * cfg must already be validated. */
+ * cfg must already be validated.  rights_cache: NULL, or a table indexed by
+ * rights << 4 | pkey of walk_check_rights results for this cfg and access (see
+ * WALK_RIGHTS_KNOWN), filled as it goes. */
 void walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
-               walk_start start, emu_walk_result *out, emu_walk_path *path, walk_trace *tr);
+               walk_start start, emu_walk_result *out, emu_walk_path *path, walk_trace *tr,
+               uint8_t *rights_cache);
 
 /* Rights check for a complete translation under the current control state (SDM 3A
  * 4.6): 0 when allowed, else the #PF error-code bits beyond W/U/I (P, PK). */
