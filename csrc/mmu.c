@@ -422,13 +422,41 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
             return m->cfg.lat_pte_hit;
         }
     }
-    tlb_entry e;
-    memset(&e, 0, sizeof(e));
-    e.level = e.orig_level = 1;
     /* the probe above found no entry with the tag (all lines have PCID 0) */
-    tlb_insert_new(c, set, tag, &e);
+    if (c->order && c->nvalid[set] == c->ways) {
+        /* A full LRU set: what tlb_insert_new does, less the entry (only tags and the
+         * recency order of a line cache are ever read; its entries stay zero with
+         * orig_level == level, so nfract is untouched): the last way in the order is
+         * the victim and moves to the front. */
+        uint64_t o = c->order[set];
+        uint32_t w = (uint32_t)(o >> (4 * (c->ways - 1))) & 0xF;
+        c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
+        c->tags[(size_t)set * c->ways + w] = tag; /* same level: nlevel unchanged */
+    } else {
+        tlb_entry e;
+        memset(&e, 0, sizeof(e));
+        e.level = e.orig_level = 1;
+        tlb_insert_new(c, set, tag, &e);
+    }
     m->st.pte_cache_misses++;
     return m->cfg.lat_pte_miss;
+}
+
+/* tlb_find in a PSC.  Entries are never global and are inserted only after a miss under
+ * their PCID, so a set holds (tag, PCID) at most once: a match in the most recently used
+ * way is the match. */
+static inline int psc_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
+                           uint32_t *set_out)
+{
+    if (a->order) {
+        uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
+        size_t i = (size_t)set * a->ways + (a->order[set] & 0xF);
+        if (a->tags[i] == tlb_tag(va, level) && a->e[i].pcid == pcid) {
+            *set_out = set;
+            return (int)(a->order[set] & 0xF);
+        }
+    }
+    return tlb_find(a, va, level, pcid, set_out);
 }
 
 /* Walks va (PSCs first), fills PSCs and the TLBs of the access's side.  Returns 1 and
@@ -443,7 +471,7 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         if (!m->has_psc[l] || !m->psc[l].nlevel[l])
             continue; /* an empty PSC can only miss */
         uint32_t set;
-        int w = tlb_find(&m->psc[l], va, l, m->pcid, &set);
+        int w = psc_find(&m->psc[l], va, l, m->pcid, &set);
         if (w >= 0) {
             const tlb_entry *e = &m->psc[l].e[(size_t)set * m->psc[l].ways + (uint32_t)w];
             start.table_pa = e->pfn << 12;
