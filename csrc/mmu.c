@@ -768,6 +768,14 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
         p->shift = 12 + 9 * (p->level - 1);
     }
     uint64_t hits[3] = {0, 0, 0};
+    /* The previous access when the fast path below handled it (else last_kind = 3):
+     * its 4K page, kind and entry.  A repeat of it (same page and kind) finds the same
+     * entry first, with the same rights and D, and its touch changes no decision (the
+     * entry is already the most recently used of its array: an LRU or PLRU touch of it
+     * keeps the order, SRRIP sets RRPV 0 again, FIFO and random ignore touches). */
+    uint32_t last_kind = 3;
+    uint64_t last_page = 0;
+    const tlb_entry *last_e = NULL;
     emu_mmu_result scratch;
     for (size_t i = 0; i < n; i++) {
         const uint32_t kind = kinds[i];
@@ -780,7 +788,24 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
         const uint32_t size = sizes ? sizes[i] : 1;
         int first_missed = 0;
         const first_probe *p = &fp[kind];
-        if (p->a && (size <= 1 || (va & 0xFFF) + size <= 4096)) {
+        const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
+        if (kind == last_kind && va >> 12 == last_page && one_page) {
+            hits[kind]++;
+            if (out) {
+                emu_mmu_result *r = &out[i];
+                r->pa = (last_e->pfn << 12) | (va & ((1ull << p->shift) - 1));
+                r->page_size = 1u << p->shift;
+                r->error_code = 0;
+                r->vector = EMU_VEC_NONE;
+                r->hit = EMU_HIT_L1;
+                r->crossed = 0;
+                r->reserved0 = 0;
+                r->cycles = lat_l1;
+            }
+            continue;
+        }
+        last_kind = 3;
+        if (p->a && one_page) {
             /* The L1 fast path: the first probe of xlate's L1 lookup.  A hit there is
              * what the lookup finds first; when the rights allow the access and no D
              * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
@@ -813,6 +838,9 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
                     !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
                     tlb_touch(p->a, set, w);
                     hits[kind]++;
+                    last_kind = kind;
+                    last_page = va >> 12;
+                    last_e = e;
                     if (out) {
                         emu_mmu_result *r = &out[i];
                         r->pa = (e->pfn << 12) | (va & ((1ull << p->shift) - 1));
