@@ -143,8 +143,8 @@ uint32_t tlb_victim(tlb_array *a, uint32_t set);
  * ent or a global flag on either side (typically: a lookup under ent's PCID just missed
  * and ent is not global), so the in-place case cannot arise and the scan for it is
  * skipped.  Same result as tlb_insert under that precondition. */
-static inline uint32_t tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag,
-                                      const tlb_entry *ent)
+static inline __attribute__((always_inline)) uint32_t
+tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
 {
     size_t base = (size_t)set * a->ways;
     uint64_t *t = a->tags + base;
