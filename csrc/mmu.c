@@ -816,18 +816,17 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
             const uint32_t set = (uint32_t)vpn & p->set_mask;
             const size_t base = (size_t)set * p->ways;
             const uint64_t *t = p->tags + base;
+            const uint32_t ways = p->ways;
             const tlb_entry *e = NULL;
-            uint32_t w = 0;
-            for (;; w++) { /* the first way with the tag and our PCID or global */
-                while (w < p->ways && t[w] != tag)
-                    w++;
-                if (w == p->ways)
-                    break;
-                e = &p->e[base + w];
-                if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
-                    break;
+            uint32_t w;
+            for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
+                if (t[w] == tag) {
+                    e = &p->e[base + w];
+                    if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                        break;
+                }
             }
-            if (w == p->ways) {
+            if (w == ways) {
                 first_missed = 1;
             } else {
                 uint8_t *ok = &p->rights_ok[((unsigned)e->rights << 4) | e->pkey];
