@@ -333,9 +333,13 @@ static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role
         return;
     int level = m->fill_lvl[role][li->level];
     tlb_array *a = &m->arr[ai];
-    unsigned oshift = 12 + 9 * (li->level - 1), pshift = 12 + 9 * (level - 1);
+    unsigned pshift = 12 + 9 * (level - 1);
     tlb_entry e;
-    e.pfn = li->base_pfn + (((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12));
+    e.pfn = li->base_pfn;
+    if (level != li->level) { /* a fractured piece: the part of the leaf holding va */
+        unsigned oshift = 12 + 9 * (li->level - 1);
+        e.pfn += ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
+    }
     e.pcid = m->pcid;
     e.level = (uint8_t)level;
     e.orig_level = li->level;
@@ -388,9 +392,11 @@ static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int rol
 static leaf_info leaf_of_entry(const tlb_entry *e, uint64_t va)
 {
     leaf_info li;
-    unsigned oshift = 12 + 9 * (e->orig_level - 1), pshift = 12 + 9 * (e->level - 1);
-    uint64_t piece_off = ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
-    li.base_pfn = e->pfn - piece_off;
+    li.base_pfn = e->pfn;
+    if (e->orig_level != e->level) { /* a fractured piece: back to the leaf's frame */
+        unsigned oshift = 12 + 9 * (e->orig_level - 1), pshift = 12 + 9 * (e->level - 1);
+        li.base_pfn -= ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
+    }
     li.level = e->orig_level;
     li.rights = e->rights;
     li.pkey = e->pkey;
