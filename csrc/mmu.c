@@ -747,12 +747,12 @@ static void add_fast_hits(emu_mmu *m, const uint64_t hits[3])
         (hits[EMU_ACC_READ] + hits[EMU_ACC_WRITE] + hits[EMU_ACC_FETCH]) * m->cfg.lat_l1_hit;
 }
 
-int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
-                size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
+/* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
+ * (no sizes, no results) runs without per-access tests of sizes and out. */
+static inline __attribute__((always_inline)) int
+run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
+           size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
 {
-    *done = 0;
-    if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
-        return EMU_E_INVAL;
     const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
     /* Nothing in a run changes the configuration, the PCID or the control state. */
     const uint16_t pcid = m->pcid;
@@ -872,6 +872,17 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
     add_fast_hits(m, hits);
     *done = n;
     return EMU_OK;
+}
+
+int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
+                size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
+{
+    *done = 0;
+    if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
+        return EMU_E_INVAL;
+    if (!sizes && !out)
+        return run_stream(m, vas, kinds, NULL, n, flags, NULL, done);
+    return run_stream(m, vas, kinds, sizes, n, flags, out, done);
 }
 
 /* ---- control ------------------------------------------------------------------------------- */
