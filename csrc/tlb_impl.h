@@ -163,14 +163,15 @@ tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
         } else {
             w = tlb_victim(a, set);
         }
-        if (a->e[base + w].orig_level > a->e[base + w].level)
-            a->nfract--;
-        tlb_level_sub(a, t[w]);
+        const tlb_entry *old = &a->e[base + w];
+        a->nfract = a->nfract + (uint32_t)(ent->orig_level > ent->level) -
+                    (uint32_t)(old->orig_level > old->level);
+        if ((t[w] ^ tag) & TLB_TAG_LEVEL_MASK) { /* the counts change only across sizes */
+            tlb_level_sub(a, t[w]);
+            tlb_level_add(a, tag);
+        }
         t[w] = tag;
-        tlb_level_add(a, tag);
         a->e[base + w] = *ent;
-        if (ent->orig_level > ent->level)
-            a->nfract++;
         if (a->order)
             return w; /* touched above */
         if (a->policy == EMU_POL_SRRIP)
