@@ -495,6 +495,7 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
 
     walk_trace tr;
     tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
+    tr.leaf = 0;      /* (set on success; this keeps -Wmaybe-uninitialized quiet) */
     walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr, m->rights_ok[access]);
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
