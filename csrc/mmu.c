@@ -9,27 +9,6 @@
 #define NO_ARRAY 0xFF
 #define PTE_LINE_SHIFT 6 /* 64-byte lines hold 8 entries */
 
-/* A remembered genuine L1 hit.  Repeating the same access to the same 4 KiB page
- * gives the same result and leaves the replacement state as it is, as long as nothing
- * touched, filled or invalidated that entry's set since (it is then still the most
- * recently used entry of its set), the control state is the same, and no fill for that
- * page went into another array of the role (which the lookup could find first). */
-typedef struct l1_memo {
-    uint64_t vpn4k;
-    uint64_t pa4k;
-    uint64_t epoch;    /* control-state epoch */
-    uint32_t access;
-    uint32_t page_size;
-    uint32_t set;
-    uint32_t settouch; /* the set's touch counter right after the hit */
-    uint32_t arr;
-    uint32_t reserved0;
-} l1_memo;
-
-#define MEMO_SLOTS 64 /* direct-mapped by 4K page number, per L1 role */
-
-enum { SLOT_FETCH, SLOT_LOAD, SLOT_STORE, NSLOTS };
-
 struct emu_mmu {
     emu_physmem *mem;
     emu_mmu_cfg cfg;
@@ -46,8 +25,26 @@ struct emu_mmu {
     /* arrays per role, in configuration order */
     uint8_t role_arr[5][EMU_MAX_ARRAYS];
     uint8_t role_n[5];
-    uint64_t epoch;
-    l1_memo memo[NSLOTS][MEMO_SLOTS];
+    /* per access kind (EMU_ACC_READ/WRITE/FETCH): its L1 and L2 roles */
+    uint8_t l1role[3], l2role[3];
+    /* per role and leaf level (EMU_LVL_PT..PDPT): the array a fill goes to and the
+     * size it stores there (see fill_role); fill_arr NO_ARRAY: nothing is filled */
+    uint8_t fill_arr[5][4], fill_lvl[5][4];
+    /* per role: the probes of a lookup in order (array index, level): the role's
+     * arrays in configuration order, each at the sizes it holds from 4K up */
+    uint8_t probe_arr[5][3 * EMU_MAX_ARRAYS], probe_lvl[5][3 * EMU_MAX_ARRAYS];
+    uint8_t probe_n[5];
+    /* per role: bit k set while probe k's array holds entries of its level (kept by
+     * the arrays, tlb_level_add/sub); lookups skip the other probes, which can only
+     * miss */
+    uint64_t probe_mask[5];
+    /* per role: the level of the first probe of a lookup (the smallest size the
+     * role's first array holds), 0 without arrays */
+    uint8_t first_lvl[5];
+    /* walk_check_rights under the current control state, per access code and
+     * rights << 4 | pkey: 0 not yet known, else WALK_RIGHTS_KNOWN | the result.
+     * Cleared whenever the control state changes (derive_walk_cfg). */
+    uint8_t rights_ok[16][128];
 };
 
 /* ---- construction -------------------------------------------------------------------- */
@@ -69,7 +66,54 @@ static void derive_walk_cfg(emu_mmu *m)
     m->wcfg.maxphyaddr = m->cfg.maxphyaddr;
     m->wcfg.reserved0 = 0;
     m->pcid = c->cr4_pcide ? (uint16_t)(c->cr3 & 0xFFF) : 0;
-    m->epoch++;
+    memset(m->rights_ok, 0, sizeof(m->rights_ok));
+}
+
+/* The role tables: which roles serve each access kind, where fills go, and the level of
+ * a lookup's first probe.  The configuration never changes after construction. */
+static void derive_roles(emu_mmu *m)
+{
+    for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
+        m->l1role[kind] = kind == EMU_ACC_FETCH                            ? EMU_ROLE_L1I
+                          : kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S] ? EMU_ROLE_L1S
+                                                                             : EMU_ROLE_L1D;
+        m->l2role[kind] = kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I] ? EMU_ROLE_L2I
+                                                                            : EMU_ROLE_L2;
+    }
+    for (int role = 0; role <= EMU_ROLE_L2; role++) {
+        /* A fill of a leaf of size S goes to the array holding the largest size <= S,
+         * the first in configuration order on a tie (docs/mmu-model.md, Fills). */
+        for (int leaf = EMU_LVL_PT; leaf <= EMU_LVL_PDPT; leaf++) {
+            int best_arr = NO_ARRAY, best_level = 0;
+            for (uint32_t k = 0; k < m->role_n[role]; k++) {
+                const tlb_array *a = &m->arr[m->role_arr[role][k]];
+                for (int level = leaf; level >= EMU_LVL_PT; level--) {
+                    if ((a->sizes & (1u << (level - 1))) && level > best_level) {
+                        best_level = level;
+                        best_arr = m->role_arr[role][k];
+                        break;
+                    }
+                }
+            }
+            m->fill_arr[role][leaf] = (uint8_t)best_arr;
+            m->fill_lvl[role][leaf] = (uint8_t)best_level;
+        }
+        m->probe_n[role] = 0;
+        for (uint32_t k = 0; k < m->role_n[role]; k++) {
+            const tlb_array *a = &m->arr[m->role_arr[role][k]];
+            for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
+                if (a->sizes & (1u << (level - 1))) {
+                    tlb_array *wa = &m->arr[m->role_arr[role][k]];
+                    wa->probe_mask = &m->probe_mask[role]; /* still empty: mask 0 */
+                    wa->probe_bit[level] = m->probe_n[role];
+                    m->probe_arr[role][m->probe_n[role]] = m->role_arr[role][k];
+                    m->probe_lvl[role][m->probe_n[role]++] = (uint8_t)level;
+                }
+            }
+        }
+        /* every array holds some size (checked), so the first probe is of array 0 */
+        m->first_lvl[role] = m->probe_n[role] ? m->probe_lvl[role][0] : 0;
+    }
 }
 
 void emu_mmu_free(emu_mmu *m)
@@ -103,9 +147,6 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
     }
     m->mem = mem;
     m->cfg = *cfg;
-    for (int r = 0; r < NSLOTS; r++)
-        for (int i = 0; i < MEMO_SLOTS; i++)
-            m->memo[r][i].vpn4k = UINT64_MAX;
     for (uint32_t i = 0; i < cfg->n_arrays; i++) {
         const emu_tlb_array_cfg *a = &cfg->arrays[i];
         int rc = EMU_E_INVAL;
@@ -121,6 +162,7 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
         m->n_arr = i + 1;
         m->role_arr[a->role][m->role_n[a->role]++] = (uint8_t)i;
     }
+    derive_roles(m);
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
         if (!cfg->psc_ways[l])
             continue;
@@ -166,8 +208,8 @@ static void kill_covering(emu_mmu *m, tlb_array *a, uint64_t va, uint16_t pcid, 
 {
     if (a->nfract == 0) {
         for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
-            if (!(a->sizes & (1u << (level - 1))))
-                continue;
+            if (!(a->sizes & (1u << (level - 1))) || !a->nlevel[level])
+                continue; /* no entry of that size: nothing to kill */
             uint64_t tag = tlb_tag(va, level);
             uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
             for (uint32_t w = 0; w < a->ways; w++) {
@@ -260,7 +302,7 @@ static void fault_invalidate(emu_mmu *m, uint64_t va)
     for (uint32_t i = 0; i < m->n_arr; i++)
         kill_covering(m, &m->arr[i], va, m->pcid, 0);
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
-        if (!m->has_psc[l])
+        if (!m->has_psc[l] || !m->psc[l].nlevel[l])
             continue;
         uint32_t set;
         int w;
@@ -279,55 +321,38 @@ typedef struct leaf_info {
 } leaf_info;
 
 /* Installs the translation of va into the arrays of one role list: into the array that
- * holds the leaf's size, else the largest smaller size one holds (a fractured piece). */
-static void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li)
+ * holds the leaf's size, else the largest smaller size one holds (a fractured piece).
+ * fresh: a lookup of this role under the current PCID has just missed (with no change to
+ * the role's arrays since), so an entry with the new tag and our PCID or a global flag
+ * cannot be there; unless the new entry is global (which would replace another PCID's
+ * entry with that tag in place) tlb_insert's scan for one is skipped. */
+static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li, int fresh)
 {
-    int best_arr = -1, best_level = 0;
-    for (uint32_t k = 0; k < m->role_n[role]; k++) {
-        tlb_array *a = &m->arr[m->role_arr[role][k]];
-        for (int level = li->level; level >= EMU_LVL_PT; level--) {
-            if ((a->sizes & (1u << (level - 1))) && level > best_level) {
-                best_level = level;
-                best_arr = m->role_arr[role][k];
-                break;
-            }
-        }
-    }
-    if (best_arr < 0)
+    unsigned ai = m->fill_arr[role][li->level];
+    if (ai == NO_ARRAY)
         return;
-    tlb_array *a = &m->arr[best_arr];
-    unsigned oshift = 12 + 9 * (li->level - 1), pshift = 12 + 9 * (best_level - 1);
+    int level = m->fill_lvl[role][li->level];
+    tlb_array *a = &m->arr[ai];
+    unsigned pshift = 12 + 9 * (level - 1);
     tlb_entry e;
-    e.pfn = li->base_pfn + (((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12));
+    e.pfn = li->base_pfn;
+    if (level != li->level) { /* a fractured piece: the part of the leaf holding va */
+        unsigned oshift = 12 + 9 * (li->level - 1);
+        e.pfn += ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
+    }
     e.pcid = m->pcid;
-    e.level = (uint8_t)best_level;
+    e.level = (uint8_t)level;
     e.orig_level = li->level;
     e.rights = li->rights;
     e.pkey = li->pkey;
     e.flags = li->flags;
     e.reserved0 = 0;
     uint32_t set = (uint32_t)(va >> pshift) & a->set_mask;
-    tlb_insert(a, set, tlb_tag(va, best_level), &e);
-    int slot = role == EMU_ROLE_L1I ? SLOT_FETCH : role == EMU_ROLE_L1S ? SLOT_STORE
-               : role == EMU_ROLE_L1D ? SLOT_LOAD : -1;
-    if (slot >= 0) /* a new entry for this page may now be found first */
-        m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)].vpn4k = UINT64_MAX;
-}
-
-static int l1_role(uint32_t kind, const emu_mmu *m)
-{
-    if (kind == EMU_ACC_FETCH)
-        return EMU_ROLE_L1I;
-    if (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S])
-        return EMU_ROLE_L1S;
-    return EMU_ROLE_L1D;
-}
-
-static int l2_role(uint32_t kind, const emu_mmu *m)
-{
-    if (kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I])
-        return EMU_ROLE_L2I;
-    return EMU_ROLE_L2;
+    uint64_t tag = tlb_tag(va, level);
+    if (fresh && !(e.flags & TLB_F_GLOBAL))
+        tlb_insert_new(a, set, tag, &e);
+    else
+        tlb_insert(a, set, tag, &e);
 }
 
 /* ---- lookups ----------------------------------------------------------------------------- */
@@ -338,23 +363,27 @@ typedef struct hit_ref {
     int level;
 } hit_ref;
 
-/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G. */
-static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h)
+/* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G
+ * (the role's probe list).  skip_first: the first probe was already made and missed.  A
+ * size with no valid entry in an array is not probed: it could only miss. */
+static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role,
+                                                              uint64_t va, hit_ref *h,
+                                                              int skip_first)
 {
-    for (uint32_t k = 0; k < m->role_n[role]; k++) {
-        tlb_array *a = &m->arr[m->role_arr[role][k]];
-        for (int level = EMU_LVL_PT; level <= EMU_LVL_PDPT; level++) {
-            if (!(a->sizes & (1u << (level - 1))))
-                continue;
-            uint32_t set;
-            int w = tlb_find(a, va, level, m->pcid, &set);
-            if (w >= 0) {
-                h->a = a;
-                h->set = set;
-                h->way = (uint32_t)w;
-                h->level = level;
-                return 1;
-            }
+    uint64_t mask = m->probe_mask[role] & (skip_first ? ~1ull : ~0ull);
+    while (mask) {
+        unsigned k = (unsigned)__builtin_ctzll(mask);
+        mask &= mask - 1;
+        tlb_array *a = &m->arr[m->probe_arr[role][k]];
+        int level = m->probe_lvl[role][k];
+        uint32_t set;
+        int w = tlb_find(a, va, level, m->pcid, &set);
+        if (w >= 0) {
+            h->a = a;
+            h->set = set;
+            h->way = (uint32_t)w;
+            h->level = level;
+            return 1;
         }
     }
     return 0;
@@ -363,9 +392,11 @@ static int lookup_role(emu_mmu *m, int role, uint64_t va, hit_ref *h)
 static leaf_info leaf_of_entry(const tlb_entry *e, uint64_t va)
 {
     leaf_info li;
-    unsigned oshift = 12 + 9 * (e->orig_level - 1), pshift = 12 + 9 * (e->level - 1);
-    uint64_t piece_off = ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
-    li.base_pfn = e->pfn - piece_off;
+    li.base_pfn = e->pfn;
+    if (e->orig_level != e->level) { /* a fractured piece: back to the leaf's frame */
+        unsigned oshift = 12 + 9 * (e->orig_level - 1), pshift = 12 + 9 * (e->level - 1);
+        li.base_pfn -= ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
+    }
     li.level = e->orig_level;
     li.rights = e->rights;
     li.pkey = e->pkey;
@@ -384,6 +415,12 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     uint64_t tag = (line << TLB_TAG_LEVEL_BITS) | 1u;
     uint32_t set = (uint32_t)line & c->set_mask;
     const uint64_t *t = c->tags + (size_t)set * c->ways;
+    /* A line's tag is in a set at most once (inserted only after a miss), so a match
+     * in the most recently used way is the match; touching it changes nothing. */
+    if (c->order && t[c->order[set] & 0xF] == tag) {
+        m->st.pte_cache_hits++;
+        return m->cfg.lat_pte_hit;
+    }
     for (uint32_t w = 0; w < c->ways; w++) {
         if (t[w] == tag) {
             tlb_touch(c, set, w);
@@ -391,12 +428,41 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
             return m->cfg.lat_pte_hit;
         }
     }
-    tlb_entry e;
-    memset(&e, 0, sizeof(e));
-    e.level = e.orig_level = 1;
-    tlb_insert(c, set, tag, &e);
+    /* the probe above found no entry with the tag (all lines have PCID 0) */
+    if (c->order && c->nvalid[set] == c->ways) {
+        /* A full LRU set: what tlb_insert_new does, less the entry (only tags and the
+         * recency order of a line cache are ever read; its entries stay zero with
+         * orig_level == level, so nfract is untouched): the last way in the order is
+         * the victim and moves to the front. */
+        uint64_t o = c->order[set];
+        uint32_t w = (uint32_t)(o >> (4 * (c->ways - 1))) & 0xF;
+        c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
+        c->tags[(size_t)set * c->ways + w] = tag; /* same level: nlevel unchanged */
+    } else {
+        tlb_entry e;
+        memset(&e, 0, sizeof(e));
+        e.level = e.orig_level = 1;
+        tlb_insert_new(c, set, tag, &e);
+    }
     m->st.pte_cache_misses++;
     return m->cfg.lat_pte_miss;
+}
+
+/* tlb_find in a PSC.  Entries are never global and are inserted only after a miss under
+ * their PCID, so a set holds (tag, PCID) at most once: a match in the most recently used
+ * way is the match. */
+static inline int psc_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
+                           uint32_t *set_out)
+{
+    if (a->order) {
+        uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
+        size_t i = (size_t)set * a->ways + (a->order[set] & 0xF);
+        if (a->tags[i] == tlb_tag(va, level) && a->e[i].pcid == pcid) {
+            *set_out = set;
+            return (int)(a->order[set] & 0xF);
+        }
+    }
+    return tlb_find(a, va, level, pcid, set_out);
 }
 
 /* Walks va (PSCs first), fills PSCs and the TLBs of the access's side.  Returns 1 and
@@ -408,10 +474,10 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
     int top = start.level;
     int hit_level = 0;
     for (int l = EMU_LVL_PD; l <= top; l++) {
-        if (!m->has_psc[l])
-            continue;
+        if (!m->has_psc[l] || !m->psc[l].nlevel[l])
+            continue; /* an empty PSC can only miss */
         uint32_t set;
-        int w = tlb_find(&m->psc[l], va, l, m->pcid, &set);
+        int w = psc_find(&m->psc[l], va, l, m->pcid, &set);
         if (w >= 0) {
             const tlb_entry *e = &m->psc[l].e[(size_t)set * m->psc[l].ways + (uint32_t)w];
             start.table_pa = e->pfn << 12;
@@ -428,8 +494,9 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         m->st.psc_misses++;
 
     walk_trace tr;
-    memset(&tr, 0, sizeof(tr));
-    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr);
+    tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
+    tr.leaf = 0;      /* (set on success; this keeps -Wmaybe-uninitialized quiet) */
+    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr, m->rights_ok[access]);
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
         if (!(tr.read_mask & (1u << (l - 1))))
@@ -455,7 +522,9 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         e.level = e.orig_level = (uint8_t)l;
         e.rights = (uint8_t)tr.rights[l];
         uint32_t set = (uint32_t)(va >> (12 + 9 * (l - 1))) & m->psc[l].set_mask;
-        tlb_insert(&m->psc[l], set, tlb_tag(va, l), &e);
+        /* Every level below the PSC hit (all, without one) was probed under this PCID
+         * and missed, and PSC entries are never global: nothing to replace in place. */
+        tlb_insert_new(&m->psc[l], set, tlb_tag(va, l), &e);
     }
     li->base_pfn = (wr->pa & ~(wr->page_size - 1)) >> 12;
     li->level = wr->level;
@@ -495,16 +564,26 @@ static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
     }
 }
 
+/* walk_check_rights(access, e's rights and key), from a table filled as it goes: the
+ * answer depends only on the access code, the rights, the key and the control state
+ * (derive_walk_cfg clears the table whenever that changes). */
+static inline uint32_t rights_deny(emu_mmu *m, uint32_t access, const tlb_entry *e)
+{
+    uint8_t *c = &m->rights_ok[access][((unsigned)e->rights << 4) | e->pkey];
+    if (!*c)
+        *c = (uint8_t)(WALK_RIGHTS_KNOWN |
+                       walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
+    return *c & ~(uint32_t)WALK_RIGHTS_KNOWN;
+}
+
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
- * hit) and adds to *cycles. */
+ * hit) and adds to *cycles.  first_missed: the first probe of the L1 lookup (see
+ * lookup_role) was made by the caller and missed. */
 static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
-                  uint32_t *cycles)
+                  uint32_t *cycles, int first_missed)
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
-    const int role1 = l1_role(kind, m);
-    const int slot = role1 == EMU_ROLE_L1I ? SLOT_FETCH
-                     : role1 == EMU_ROLE_L1S ? SLOT_STORE
-                                             : SLOT_LOAD;
+    const int role1 = m->l1role[kind];
     if (kind == EMU_ACC_FETCH)
         m->st.fetches++;
     else if (kind == EMU_ACC_WRITE)
@@ -512,17 +591,6 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     else
         m->st.loads++;
 
-    l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
-    if (mo->vpn4k == va >> 12 && mo->access == access && mo->epoch == m->epoch &&
-        m->arr[mo->arr].settouch[mo->set] == mo->settouch) {
-        r->pa = mo->pa4k | (va & 0xFFF);
-        r->page_size = mo->page_size;
-        r->error_code = 0;
-        r->vector = EMU_VEC_NONE;
-        r->hit = EMU_HIT_L1;
-        *cycles += m->cfg.lat_l1_hit;
-        return;
-    }
     if (!va_canonical(va, m->ctl.cr4_la57 != 0)) {
         m->st.gp_faults++;
         memset(r, 0, sizeof(*r));
@@ -530,10 +598,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
         return;
     }
     *cycles += m->cfg.lat_l1_hit;
-    const uint32_t acc_ec = walk_access_ec(&m->wcfg, access);
     hit_ref h;
     int hit = EMU_HIT_L1;
-    int found = lookup_role(m, role1, va, &h);
+    int found = lookup_role(m, role1, va, &h, first_missed);
     if (!found) {
         if (kind == EMU_ACC_FETCH)
             m->st.fetch_l1_miss++;
@@ -543,15 +610,15 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
             m->st.load_l1_miss++;
         *cycles += m->cfg.lat_l2_hit;
         hit = EMU_HIT_L2;
-        found = lookup_role(m, l2_role(kind, m), va, &h);
+        found = lookup_role(m, m->l2role[kind], va, &h, 0);
     }
     if (found) {
         tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
-        uint32_t deny = walk_check_rights(&m->wcfg, access, e->rights, e->pkey);
+        uint32_t deny = rights_deny(m, access, e);
         if (deny) { /* refused by the cached rights: a #PF, which drops the entries */
             m->st.page_faults++;
             fault_invalidate(m, va);
-            set_pf(r, acc_ec | deny);
+            set_pf(r, walk_access_ec(&m->wcfg, access) | deny);
             return;
         }
         if (kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY)) {
@@ -563,9 +630,10 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
                 set_pf(r, wr.error_code);
                 return;
             }
+            /* the entry found is refreshed in place: the scanning insert */
             if (hit == EMU_HIT_L2)
-                fill_role(m, l2_role(kind, m), va, &li);
-            fill_role(m, role1, va, &li);
+                fill_role(m, m->l2role[kind], va, &li, 0);
+            fill_role(m, role1, va, &li, 0);
             r->pa = wr.pa;
             r->page_size = (uint32_t)wr.page_size;
         } else {
@@ -578,16 +646,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
                 m->st.store_l2_hit += kind == EMU_ACC_WRITE;
                 m->st.load_l2_hit += kind == EMU_ACC_READ;
                 leaf_info li = leaf_of_entry(e, va);
-                fill_role(m, role1, va, &li);
-            } else {
-                mo->vpn4k = va >> 12;
-                mo->pa4k = r->pa & ~0xFFFull;
-                mo->epoch = m->epoch;
-                mo->access = access;
-                mo->page_size = r->page_size;
-                mo->arr = (uint32_t)(h.a - m->arr);
-                mo->set = h.set;
-                mo->settouch = h.a->settouch[h.set];
+                fill_role(m, role1, va, &li, 1); /* the L1 lookup missed */
             }
         }
         r->error_code = 0;
@@ -610,8 +669,9 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
         return;
     }
     count_walk_done(m, kind, wr.level);
-    fill_role(m, l2_role(kind, m), va, &li);
-    fill_role(m, role1, va, &li);
+    /* both lookups missed and the walk changed no TLB array */
+    fill_role(m, m->l2role[kind], va, &li, 1);
+    fill_role(m, role1, va, &li, 1);
     r->pa = wr.pa;
     r->page_size = (uint32_t)wr.page_size;
     r->error_code = 0;
@@ -619,12 +679,13 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     r->hit = EMU_HIT_WALK;
 }
 
-/* One access, both pages when it straddles a boundary. */
-static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                       emu_mmu_result *r)
+/* One access, both pages when it straddles a boundary.  first_missed: as for xlate, for
+ * the first page. */
+static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
+                       emu_mmu_result *r, int first_missed)
 {
     uint32_t cycles = 0;
-    xlate(m, va, access, r, &cycles);
+    xlate(m, va, access, r, &cycles, first_missed);
     r->crossed = 0;
     r->reserved0 = 0;
     if (size > 1 && (va & 0xFFF) + size > 4096) {
@@ -633,7 +694,7 @@ static void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
         if (r->vector == EMU_VEC_NONE) { /* a fault on the first page ends the access */
             emu_mmu_result r2;
             uint64_t va2 = (va | 0xFFF) + 1; /* wraps to 0 past 2^64, as the CPU's would */
-            xlate(m, va2, access, &r2, &cycles);
+            xlate(m, va2, access, &r2, &cycles, 0);
             if (r2.vector != EMU_VEC_NONE) {
                 r->pa = 0;
                 r->page_size = 0;
@@ -660,40 +721,158 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
     memset(out, 0, sizeof(*out));
     if (!access_ok(access))
         return EMU_E_INVAL;
-    access_one(m, va, access, size, out);
+    access_one(m, va, access, size, out, 0);
     return EMU_OK;
 }
 
-/* The common case of a stream: a repeated L1 hit (see l1_memo), handled without the
- * general path.  Returns 1 when it applied. */
-static inline int memo_fast(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r)
+/* The first probe of an L1 lookup for one access kind, made inline by emu_mmu_run: the
+ * L1 role's first array at its smallest size (first_lvl).  Copies of what the probe reads
+ * (pointers and geometry never change after construction). */
+typedef struct first_probe {
+    tlb_array *a; /* NULL: the role has no array */
+    const uint64_t *tags;
+    const tlb_entry *e;
+    uint8_t *rights_ok; /* m->rights_ok of the kind's access code */
+    uint32_t set_mask, ways;
+    unsigned shift, level; /* of first_lvl */
+} first_probe;
+
+/* The counters of the L1 hits emu_mmu_run handled itself, added to the stats at the end
+ * (nothing reads them during a run; the sums are the same in any order). */
+static void add_fast_hits(emu_mmu *m, const uint64_t hits[3])
 {
-    const uint32_t kind = access & EMU_ACC_KIND_MASK;
-    const int slot = kind == EMU_ACC_FETCH ? SLOT_FETCH
-                     : (kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S]) ? SLOT_STORE
-                                                                          : SLOT_LOAD;
-    const l1_memo *mo = &m->memo[slot][(va >> 12) & (MEMO_SLOTS - 1)];
-    if (mo->vpn4k != va >> 12 || mo->access != access || mo->epoch != m->epoch ||
-        m->arr[mo->arr].settouch[mo->set] != mo->settouch)
-        return 0;
-    if (kind == EMU_ACC_FETCH)
-        m->st.fetches++;
-    else if (kind == EMU_ACC_WRITE)
-        m->st.stores++;
-    else
-        m->st.loads++;
-    m->st.cycles += m->cfg.lat_l1_hit;
-    if (r) {
-        r->pa = mo->pa4k | (va & 0xFFF);
-        r->page_size = mo->page_size;
-        r->error_code = 0;
-        r->vector = EMU_VEC_NONE;
-        r->hit = EMU_HIT_L1;
-        r->crossed = 0;
-        r->reserved0 = 0;
-        r->cycles = m->cfg.lat_l1_hit;
+    m->st.loads += hits[EMU_ACC_READ];
+    m->st.stores += hits[EMU_ACC_WRITE];
+    m->st.fetches += hits[EMU_ACC_FETCH];
+    m->st.cycles +=
+        (hits[EMU_ACC_READ] + hits[EMU_ACC_WRITE] + hits[EMU_ACC_FETCH]) * m->cfg.lat_l1_hit;
+}
+
+/* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
+ * (no sizes, no results) runs without per-access tests of sizes and out. */
+static inline __attribute__((always_inline)) int
+run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
+           size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
+{
+    const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
+    /* Nothing in a run changes the configuration, the PCID or the control state. */
+    const uint16_t pcid = m->pcid;
+    const uint32_t lat_l1 = m->cfg.lat_l1_hit;
+    first_probe fp[3];
+    for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
+        int role = m->l1role[kind];
+        first_probe *p = &fp[kind];
+        memset(p, 0, sizeof(*p));
+        if (!m->first_lvl[role])
+            continue;
+        p->a = &m->arr[m->role_arr[role][0]];
+        p->tags = p->a->tags;
+        p->e = p->a->e;
+        p->rights_ok = m->rights_ok[kind | user];
+        p->set_mask = p->a->set_mask;
+        p->ways = p->a->ways;
+        p->level = m->first_lvl[role];
+        p->shift = 12 + 9 * (p->level - 1);
     }
-    return 1;
+    uint64_t hits[3] = {0, 0, 0};
+    /* The previous access when the fast path below handled it (else last_kind = 3):
+     * its 4K page, kind and entry.  A repeat of it (same page and kind) finds the same
+     * entry first, with the same rights and D, and its touch changes no decision (the
+     * entry is already the most recently used of its array: an LRU or PLRU touch of it
+     * keeps the order, SRRIP sets RRPV 0 again, FIFO and random ignore touches). */
+    uint32_t last_kind = 3;
+    uint64_t last_page = 0;
+    const tlb_entry *last_e = NULL;
+    emu_mmu_result scratch;
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t kind = kinds[i];
+        if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
+            add_fast_hits(m, hits);
+            *done = i;
+            return EMU_E_INVAL;
+        }
+        const uint64_t va = vas[i];
+        const uint32_t size = sizes ? sizes[i] : 1;
+        int first_missed = 0;
+        const first_probe *p = &fp[kind];
+        const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
+        if (kind == last_kind && va >> 12 == last_page && one_page) {
+            hits[kind]++;
+            if (out) {
+                emu_mmu_result *r = &out[i];
+                r->pa = (last_e->pfn << 12) | (va & ((1ull << p->shift) - 1));
+                r->page_size = 1u << p->shift;
+                r->error_code = 0;
+                r->vector = EMU_VEC_NONE;
+                r->hit = EMU_HIT_L1;
+                r->crossed = 0;
+                r->reserved0 = 0;
+                r->cycles = lat_l1;
+            }
+            continue;
+        }
+        last_kind = 3;
+        if (p->a && one_page) {
+            /* The L1 fast path: the first probe of xlate's L1 lookup.  A hit there is
+             * what the lookup finds first; when the rights allow the access and no D
+             * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
+             * implies a canonical va: entries only exist for canonical pages under the
+             * current LA57 setting, and the tag is every bit of va above the page.) */
+            const uint64_t vpn = va >> p->shift;
+            const uint64_t tag = (vpn << TLB_TAG_LEVEL_BITS) | p->level;
+            const uint32_t set = (uint32_t)vpn & p->set_mask;
+            const size_t base = (size_t)set * p->ways;
+            const uint64_t *t = p->tags + base;
+            const uint32_t ways = p->ways;
+            const tlb_entry *e = NULL;
+            uint32_t w;
+            for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
+                if (t[w] == tag) {
+                    e = &p->e[base + w];
+                    if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                        break;
+                }
+            }
+            if (w == ways) {
+                first_missed = 1;
+            } else {
+                uint8_t *ok = &p->rights_ok[((unsigned)e->rights << 4) | e->pkey];
+                if (!*ok)
+                    *ok = (uint8_t)(WALK_RIGHTS_KNOWN | walk_check_rights(&m->wcfg, kind | user,
+                                                                          e->rights, e->pkey));
+                if (*ok == WALK_RIGHTS_KNOWN &&
+                    !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                    tlb_touch(p->a, set, w);
+                    hits[kind]++;
+                    last_kind = kind;
+                    last_page = va >> 12;
+                    last_e = e;
+                    if (out) {
+                        emu_mmu_result *r = &out[i];
+                        r->pa = (e->pfn << 12) | (va & ((1ull << p->shift) - 1));
+                        r->page_size = 1u << p->shift;
+                        r->error_code = 0;
+                        r->vector = EMU_VEC_NONE;
+                        r->hit = EMU_HIT_L1;
+                        r->crossed = 0;
+                        r->reserved0 = 0;
+                        r->cycles = lat_l1;
+                    }
+                    continue;
+                }
+            }
+        }
+        emu_mmu_result *r = out ? &out[i] : &scratch;
+        access_one(m, va, kind | user, size, r, first_missed);
+        if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
+            add_fast_hits(m, hits);
+            *done = i + 1;
+            return EMU_OK;
+        }
+    }
+    add_fast_hits(m, hits);
+    *done = n;
+    return EMU_OK;
 }
 
 int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
@@ -702,29 +881,9 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
     *done = 0;
     if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
         return EMU_E_INVAL;
-    const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
-    emu_mmu_result scratch;
-    for (size_t i = 0; i < n; i++) {
-        if (kinds[i] > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
-            *done = i;
-            return EMU_E_INVAL;
-        }
-        const uint64_t va = vas[i];
-        const uint32_t size = sizes ? sizes[i] : 1;
-        const uint32_t access = kinds[i] | user;
-        emu_mmu_result *r = out ? &out[i] : NULL;
-        if ((size <= 1 || (va & 0xFFF) + size <= 4096) && memo_fast(m, va, access, r))
-            continue;
-        if (!r)
-            r = &scratch;
-        access_one(m, va, access, size, r);
-        if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
-            *done = i + 1;
-            return EMU_OK;
-        }
-    }
-    *done = n;
-    return EMU_OK;
+    if (!sizes && !out)
+        return run_stream(m, vas, kinds, NULL, n, flags, NULL, done);
+    return run_stream(m, vas, kinds, sizes, n, flags, out, done);
 }
 
 /* ---- control ------------------------------------------------------------------------------- */
@@ -785,7 +944,6 @@ int emu_mmu_invlpg(emu_mmu *m, uint64_t va)
     for (uint32_t i = 0; i < m->n_arr; i++)
         kill_covering(m, &m->arr[i], va, m->pcid, 0);
     sweep_pscs(m, SWEEP_PCID_ANY, m->pcid);
-    m->epoch++;
     return EMU_OK;
 }
 
@@ -803,7 +961,6 @@ int emu_mmu_invpcid(emu_mmu *m, uint32_t type, uint64_t pcid, uint64_t va)
         for (uint32_t i = 0; i < m->n_arr; i++)
             kill_covering(m, &m->arr[i], va, (uint16_t)pcid, 1);
         sweep_pscs(m, SWEEP_PCID_ANY, (uint16_t)pcid);
-        m->epoch++;
         break;
     case 1:
         sweep_all(m, SWEEP_PCID_NONGLOBAL, (uint16_t)pcid);

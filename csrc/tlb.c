@@ -5,7 +5,6 @@
 #include "tlb_impl.h"
 
 #define SRRIP_MAX 3    /* 2-bit RRPV: 3 = distant re-reference */
-#define SRRIP_INSERT 2 /* SRRIP inserts with a "long" prediction */
 
 static int is_pow2(uint32_t x)
 {
@@ -29,17 +28,33 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->sizes = sizes;
     a->role = role;
     a->set_mask = sets - 1;
+    a->probe_mask = &a->own_mask;
+    for (uint32_t w = ways; w > 1; w >>= 1)
+        a->depth++;
     a->tags = calloc(n, sizeof(*a->tags));
     a->e = calloc(n, sizeof(*a->e));
-    a->stamp = calloc(n, sizeof(*a->stamp));
+    int use_order = policy == EMU_POL_LRU && ways <= 16;
+    if (use_order) {
+        a->order = malloc(sets * sizeof(*a->order));
+        if (a->order) {
+            /* ways 0..ways-1 in any order (the first ways-1 touches of a set happen
+             * before it is full); unused nibbles hold 15, never a way here */
+            uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
+            for (uint32_t w = 0; w < ways; w++)
+                init |= (uint64_t)w << (4 * w);
+            for (uint32_t s = 0; s < sets; s++)
+                a->order[s] = init;
+            a->order_mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
+        }
+    } else {
+        a->stamp = calloc(n, sizeof(*a->stamp));
+    }
     a->rrpv = calloc(n, sizeof(*a->rrpv));
     a->plru = calloc(sets, sizeof(*a->plru));
     a->fifo = calloc(sets, sizeof(*a->fifo));
     a->nvalid = calloc(sets, sizeof(*a->nvalid));
-    a->settouch = calloc(sets, sizeof(*a->settouch));
     a->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
-    if (!a->tags || !a->e || !a->stamp || !a->rrpv || !a->plru || !a->fifo || !a->nvalid ||
-        !a->settouch) {
+    if (!a->tags || !a->e || (use_order ? !a->order : !a->stamp) || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
         tlb_array_destroy(a);
         return EMU_E_NOMEM;
     }
@@ -51,51 +66,12 @@ void tlb_array_destroy(tlb_array *a)
     free(a->tags);
     free(a->e);
     free(a->stamp);
+    free(a->order);
     free(a->rrpv);
     free(a->plru);
     free(a->fifo);
     free(a->nvalid);
-    free(a->settouch);
     memset(a, 0, sizeof(*a));
-}
-
-static unsigned log2u(uint32_t x)
-{
-    unsigned r = 0;
-    while (x > 1) {
-        x >>= 1;
-        r++;
-    }
-    return r;
-}
-
-void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
-{
-    size_t i = (size_t)set * a->ways + way;
-    a->settouch[set]++;
-    switch (a->policy) {
-    case EMU_POL_LRU:
-        a->stamp[i] = ++a->clock;
-        break;
-    case EMU_POL_PLRU: {
-        /* Heap-ordered tree: node n has children 2n, 2n+1; a bit names the colder child. */
-        uint64_t bits = a->plru[set];
-        unsigned depth = log2u(a->ways);
-        unsigned node = 1;
-        for (unsigned d = depth; d-- > 0;) {
-            unsigned b = (way >> d) & 1u;
-            bits = (bits & ~(1ull << node)) | ((uint64_t)(b ^ 1u) << node);
-            node = 2 * node + b;
-        }
-        a->plru[set] = bits;
-        break;
-    }
-    case EMU_POL_SRRIP:
-        a->rrpv[i] = 0;
-        break;
-    default: /* FIFO and random keep no use history */
-        break;
-    }
 }
 
 static uint64_t xorshift64star(uint64_t *s)
@@ -110,11 +86,13 @@ static uint64_t xorshift64star(uint64_t *s)
 
 /* The policy's victim in a full set.  The loops have no data-dependent branches: the
  * running minimum and the first match are kept with conditional moves. */
-static uint32_t victim(tlb_array *a, uint32_t set)
+uint32_t tlb_victim(tlb_array *a, uint32_t set)
 {
     size_t base = (size_t)set * a->ways;
     switch (a->policy) {
     case EMU_POL_LRU: {
+        if (a->order) /* the last of the recency order */
+            return (uint32_t)(a->order[set] >> (4 * (a->ways - 1))) & 0xF;
         const uint64_t *st = a->stamp + base;
         uint64_t best = st[0];
         uint32_t bw = 0;
@@ -158,17 +136,15 @@ static uint32_t victim(tlb_array *a, uint32_t set)
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
 {
     size_t base = (size_t)set * a->ways;
-    uint64_t *t = a->tags + base;
-    uint32_t w;
-    a->settouch[set]++;
+    const uint64_t *t = a->tags + base;
     /* Same translation already cached (e.g. refreshed after a D-bit walk): update it. */
-    for (w = 0; w < a->ways; w++) {
+    for (uint32_t w = 0; w < a->ways; w++) {
         if (t[w] == tag) {
             const tlb_entry *o = &a->e[base + w];
             if (o->pcid == ent->pcid || ((o->flags | ent->flags) & TLB_F_GLOBAL)) {
-                if (o->orig_level > o->level)
+                            if (o->orig_level > o->level)
                     a->nfract--;
-                a->e[base + w] = *ent;
+                a->e[base + w] = *ent; /* same tag: same level, nlevel unchanged */
                 if (ent->orig_level > ent->level)
                     a->nfract++;
                 tlb_touch(a, set, w);
@@ -176,24 +152,7 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
             }
         }
     }
-    if (a->nvalid[set] < a->ways) {
-        for (w = 0; t[w] != 0; w++)
-            ;
-        a->nvalid[set]++;
-    } else {
-        w = victim(a, set);
-        if (a->e[base + w].orig_level > a->e[base + w].level)
-            a->nfract--;
-    }
-    t[w] = tag;
-    a->e[base + w] = *ent;
-    if (ent->orig_level > ent->level)
-        a->nfract++;
-    if (a->policy == EMU_POL_SRRIP)
-        a->rrpv[base + w] = SRRIP_INSERT;
-    else
-        tlb_touch(a, set, w);
-    return w;
+    return tlb_insert_new(a, set, tag, ent);
 }
 
 void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)
@@ -201,9 +160,9 @@ void tlb_kill(tlb_array *a, uint32_t set, uint32_t way)
     size_t i = (size_t)set * a->ways + way;
     if (!a->tags[i])
         return;
-    a->settouch[set]++;
     if (a->e[i].orig_level > a->e[i].level)
         a->nfract--;
+    tlb_level_sub(a, a->tags[i]);
     a->tags[i] = 0;
     a->nvalid[set]--;
 }

@@ -23,14 +23,26 @@ typedef struct tlb_entry {
 typedef struct tlb_array {
     uint32_t sets, ways, policy, sizes, role;
     uint32_t set_mask;
+    uint32_t depth;     /* log2(ways): the tree-PLRU depth */
+    uint32_t nlevel[8]; /* valid entries per tag level: a probe of a level with none can
+                           only miss, so lookups skip it */
+    /* The bit of each level in a mask of non-empty probes (the MMU's per-role probe
+     * list): set while nlevel[level] > 0.  probe_mask points to own_mask until the MMU
+     * links the array into a role. */
+    uint64_t *probe_mask;
+    uint64_t own_mask;
+    uint8_t probe_bit[8];
     uint64_t *tags;     /* sets*ways; 0 = invalid */
     tlb_entry *e;       /* sets*ways */
-    uint64_t *stamp;    /* LRU: last-use time per way */
+    uint64_t *stamp;    /* LRU over more than 16 ways: last-use time per way */
+    uint64_t *order;    /* LRU over at most 16 ways: per set, the ways from the most
+                           recently used (bits 3:0) to the least, 4 bits each; NULL
+                           otherwise */
+    uint64_t order_mask; /* the 4*ways bits of order holding ways */
     uint8_t *rrpv;      /* SRRIP: re-reference prediction value per way */
     uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
     uint32_t *fifo;     /* FIFO: next way to replace per set */
     uint32_t *nvalid;   /* valid ways per set */
-    uint32_t *settouch; /* per set: bumped by every touch, insert and kill */
     uint64_t clock;     /* LRU time */
     uint64_t rng;       /* xorshift64* state for the random policy */
     uint32_t nfract;    /* valid entries with orig_level > level */
@@ -68,12 +80,117 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
 }
 
 /* Marks (set, way) most recently used under the array's policy. */
-void tlb_touch(tlb_array *a, uint32_t set, uint32_t way);
+static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
+{
+    size_t i = (size_t)set * a->ways + way;
+    if (a->order) {
+        /* Move way to the front of the recency order.  This ranks the ways exactly as
+         * the stamps (stamp = ++clock) would: the victim of a full set, the way with
+         * the smallest stamp, is the last one in the order. */
+        uint64_t o = a->order[set];
+        if ((o & 0xF) != way) {
+            /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
+             * has-zero-byte trick on nibbles; exact for the lowest one) */
+            uint64_t x = o ^ (0x1111111111111111ull * way);
+            uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
+            unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
+            uint64_t below = o & ((1ull << sh) - 1);
+            uint64_t above = o & ((~0ull << sh) << 4);
+            a->order[set] = above | (below << 4) | way;
+        }
+    } else if (a->policy == EMU_POL_LRU) {
+        a->stamp[i] = ++a->clock;
+    } else if (a->policy == EMU_POL_PLRU) {
+        /* Heap-ordered tree: node n has children 2n, 2n+1; a bit names the colder child. */
+        uint64_t bits = a->plru[set];
+        unsigned node = 1;
+        for (unsigned d = a->depth; d-- > 0;) {
+            unsigned b = (way >> d) & 1u;
+            bits = (bits & ~(1ull << node)) | ((uint64_t)(b ^ 1u) << node);
+            node = 2 * node + b;
+        }
+        a->plru[set] = bits;
+    } else if (a->policy == EMU_POL_SRRIP) {
+        a->rrpv[i] = 0;
+    } /* FIFO and random keep no use history */
+}
 
 /* Installs an entry for tag into set, replacing an existing entry with the same tag and
  * PCID (or global) in place (as a hit), else the lowest invalid way, else the policy's
  * victim.  Returns the way used. */
 uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent);
+
+static inline void tlb_level_add(tlb_array *a, uint64_t tag)
+{
+    unsigned level = (unsigned)(tag & TLB_TAG_LEVEL_MASK);
+    if (a->nlevel[level]++ == 0)
+        *a->probe_mask |= 1ull << a->probe_bit[level];
+}
+
+static inline void tlb_level_sub(tlb_array *a, uint64_t tag)
+{
+    unsigned level = (unsigned)(tag & TLB_TAG_LEVEL_MASK);
+    if (--a->nlevel[level] == 0)
+        *a->probe_mask &= ~(1ull << a->probe_bit[level]);
+}
+
+/* The policy's victim in a full set (advances FIFO pointers and the random state). */
+uint32_t tlb_victim(tlb_array *a, uint32_t set);
+
+#define SRRIP_INSERT 2 /* SRRIP inserts with a "long" prediction */
+
+/* tlb_insert for a caller that knows no valid entry in set has tag with the same PCID as
+ * ent or a global flag on either side (typically: a lookup under ent's PCID just missed
+ * and ent is not global), so the in-place case cannot arise and the scan for it is
+ * skipped.  Same result as tlb_insert under that precondition. */
+static inline __attribute__((always_inline)) uint32_t
+tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
+{
+    size_t base = (size_t)set * a->ways;
+    uint64_t *t = a->tags + base;
+    uint32_t w;
+    if (a->nvalid[set] < a->ways) {
+        for (w = 0; t[w] != 0; w++)
+            ;
+        a->nvalid[set]++;
+    } else {
+        if (a->order) {
+            /* LRU: the victim is the last of the recency order; inserting touches it,
+             * which rotates it to the front (what tlb_touch would do) */
+            uint64_t o = a->order[set];
+            w = (uint32_t)(o >> (4 * (a->ways - 1))) & 0xF;
+            a->order[set] = ((o << 4) & a->order_mask) | (o & ~a->order_mask) | w;
+        } else {
+            w = tlb_victim(a, set);
+        }
+        const tlb_entry *old = &a->e[base + w];
+        a->nfract = a->nfract + (uint32_t)(ent->orig_level > ent->level) -
+                    (uint32_t)(old->orig_level > old->level);
+        if ((t[w] ^ tag) & TLB_TAG_LEVEL_MASK) { /* the counts change only across sizes */
+            tlb_level_sub(a, t[w]);
+            tlb_level_add(a, tag);
+        }
+        t[w] = tag;
+        a->e[base + w] = *ent;
+        if (a->order)
+            return w; /* touched above */
+        if (a->policy == EMU_POL_SRRIP)
+            a->rrpv[base + w] = SRRIP_INSERT;
+        else
+            tlb_touch(a, set, w);
+        return w;
+    }
+    t[w] = tag;
+    tlb_level_add(a, tag);
+    a->e[base + w] = *ent;
+    if (ent->orig_level > ent->level)
+        a->nfract++;
+    if (a->policy == EMU_POL_SRRIP)
+        a->rrpv[base + w] = SRRIP_INSERT;
+    else
+        tlb_touch(a, set, w);
+    return w;
+}
 
 /* Invalidates (set, way). */
 void tlb_kill(tlb_array *a, uint32_t set, uint32_t way);
