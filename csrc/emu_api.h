@@ -201,6 +201,7 @@ const char *emu_strerror(int code);
 
 #define EMU_RUN_STOP_ON_FAULT 1 /* emu_mmu_run: stop after the first faulting access */
 #define EMU_RUN_USER 2          /* emu_mmu_run: every access is a user-mode access */
+#define EMU_RUN_LAST_ONLY 4     /* emu_mmu_run: out is one record: the last access's */
 
 /* One TLB array: which role, which page sizes, geometry and replacement. */
 typedef struct emu_tlb_array_cfg {
@@ -325,7 +326,8 @@ int emu_mmu_flush_all(emu_mmu *m, uint32_t include_global);
 int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
                       emu_mmu_result *out);
 /* n accesses in order: vas, kinds (EMU_ACC_* kinds 0..2) and sizes (may be NULL: 1 byte)
- * borrowed; out (borrowed, out, n records; may be NULL for counters only).  flags:
+ * borrowed; out (borrowed, out, n records; may be NULL for counters only; one record
+ * with EMU_RUN_LAST_ONLY, receiving the result of the last access processed).  flags:
  * EMU_RUN_*.  *done (out) = accesses processed (all, or up to and including the first
  * fault with EMU_RUN_STOP_ON_FAULT).  EMU_E_INVAL for a bad kind: the accesses before it
  * are done (*done of them), nothing of it. */

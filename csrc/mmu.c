@@ -750,6 +750,20 @@ static void add_fast_hits(emu_mmu *m, const uint64_t hits[3])
 
 /* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
  * (no sizes, no results) runs without per-access tests of sizes and out. */
+/* The result of an L1 hit on entry e (its page 1 << shift) by the fast path. */
+static inline void set_l1_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va,
+                              unsigned shift, uint32_t lat_l1)
+{
+    r->pa = (e->pfn << 12) | (va & ((1ull << shift) - 1));
+    r->page_size = 1u << shift;
+    r->error_code = 0;
+    r->vector = EMU_VEC_NONE;
+    r->hit = EMU_HIT_L1;
+    r->crossed = 0;
+    r->reserved0 = 0;
+    r->cycles = lat_l1;
+}
+
 static inline __attribute__((always_inline)) int
 run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
            size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
@@ -774,6 +788,8 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
         p->level = m->first_lvl[role];
         p->shift = 12 + 9 * (p->level - 1);
     }
+    /* out[i * ostep]: every result, or (EMU_RUN_LAST_ONLY) each in turn into out[0] */
+    const size_t ostep = (flags & EMU_RUN_LAST_ONLY) ? 0 : 1;
     uint64_t hits[3] = {0, 0, 0};
     /* The previous access when the fast path below handled it (else last_kind = 3):
      * its 4K page, kind and entry.  A repeat of it (same page and kind) finds the same
@@ -798,17 +814,8 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
         const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
         if (kind == last_kind && va >> 12 == last_page && one_page) {
             hits[kind]++;
-            if (out) {
-                emu_mmu_result *r = &out[i];
-                r->pa = (last_e->pfn << 12) | (va & ((1ull << p->shift) - 1));
-                r->page_size = 1u << p->shift;
-                r->error_code = 0;
-                r->vector = EMU_VEC_NONE;
-                r->hit = EMU_HIT_L1;
-                r->crossed = 0;
-                r->reserved0 = 0;
-                r->cycles = lat_l1;
-            }
+            if (out)
+                set_l1_hit(&out[i * ostep], last_e, va, p->shift, lat_l1);
             continue;
         }
         last_kind = 3;
@@ -847,22 +854,13 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                     last_kind = kind;
                     last_page = va >> 12;
                     last_e = e;
-                    if (out) {
-                        emu_mmu_result *r = &out[i];
-                        r->pa = (e->pfn << 12) | (va & ((1ull << p->shift) - 1));
-                        r->page_size = 1u << p->shift;
-                        r->error_code = 0;
-                        r->vector = EMU_VEC_NONE;
-                        r->hit = EMU_HIT_L1;
-                        r->crossed = 0;
-                        r->reserved0 = 0;
-                        r->cycles = lat_l1;
-                    }
+                    if (out)
+                        set_l1_hit(&out[i * ostep], e, va, p->shift, lat_l1);
                     continue;
                 }
             }
         }
-        emu_mmu_result *r = out ? &out[i] : &scratch;
+        emu_mmu_result *r = out ? &out[i * ostep] : &scratch;
         access_one(m, va, kind | user, size, r, first_missed);
         if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
             add_fast_hits(m, hits);
@@ -879,7 +877,7 @@ int emu_mmu_run(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uin
                 size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
 {
     *done = 0;
-    if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER))
+    if (flags & ~(uint32_t)(EMU_RUN_STOP_ON_FAULT | EMU_RUN_USER | EMU_RUN_LAST_ONLY))
         return EMU_E_INVAL;
     if (!sizes && !out)
         return run_stream(m, vas, kinds, NULL, n, flags, NULL, done);

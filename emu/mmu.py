@@ -377,15 +377,20 @@ class MMU:
         out: np.ndarray[Any, Any],
         user: bool = False,
         stop_on_fault: bool = False,
+        last_only: bool = False,
     ) -> int:
         """:meth:`run` without argument checks or counter snapshots.
 
         For drivers that call it once per fault; returns the accesses processed.  The
         arrays must already be C-contiguous uint64 / uint8 / uint32 and ``out`` an
-        MMU_RESULT_DTYPE array as long as ``vas``.
+        MMU_RESULT_DTYPE array as long as ``vas`` or, with ``last_only``, of one
+        record that receives the result of the last access processed (the faulting
+        one when the run stops on a fault).
         """
-        flags = (lib.EMU_RUN_STOP_ON_FAULT if stop_on_fault else 0) | (
-            lib.EMU_RUN_USER if user else 0
+        flags = (
+            (lib.EMU_RUN_STOP_ON_FAULT if stop_on_fault else 0)
+            | (lib.EMU_RUN_USER if user else 0)
+            | (lib.EMU_RUN_LAST_ONLY if last_only else 0)
         )
         done = ffi.new("size_t *")
         check(

@@ -28,8 +28,9 @@ from kernel_model.machine import Machine
 from kernel_model.process import Process
 
 VEC_PF = 14
-#: parsed chunks (of up to 1 M records) waiting ahead of the MMU
+#: parsed chunks waiting ahead of the MMU, and their records
 READ_AHEAD_CHUNKS = 2
+CHUNK_RECORDS = 1 << 20
 
 
 @dataclass
@@ -90,6 +91,7 @@ class TraceRunner:
         self._series_next = cfg.interval
         self._base = self.mmu.stats
         self._fault_base: dict[str, int] = {}
+        self._last = np.zeros(1, dtype=MMU_RESULT_DTYPE)  # each run's last result
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -100,16 +102,22 @@ class TraceRunner:
         sizes: np.ndarray[Any, Any],
     ) -> None:
         """All accesses of a slice, handling demand-paging faults."""
-        out = np.zeros(len(vas), dtype=MMU_RESULT_DTYPE)
+        out = self._last
         i = 0
         n = len(vas)
         while i < n:
             done = self.mmu.run_unchecked(
-                vas[i:], kinds[i:], sizes[i:], out[i:], user=True, stop_on_fault=True
+                vas[i:],
+                kinds[i:],
+                sizes[i:],
+                out,
+                user=True,
+                stop_on_fault=True,
+                last_only=True,
             )
             if done == 0:
                 break
-            last = out[i + done - 1]
+            last = out[0]
             # demand paging: a not-present fault (error code P=0) on a user address
             if last["vector"] == VEC_PF and not last["error_code"] & arch.PF_P:
                 va = int(vas[i + done - 1])
@@ -121,12 +129,17 @@ class TraceRunner:
                     continue
             i += done
 
-    def feed(self, chunk: np.ndarray[Any, Any], fields: Fields | None = None) -> bool:
-        """Run one chunk; returns False once the limit is reached.
+    def feed(self, chunk: np.ndarray[Any, Any]) -> bool:
+        """Run one chunk of trace records; returns False once the limit is reached."""
+        return self.feed_fields(*split_fields(chunk))
 
-        ``fields`` are the chunk's :func:`split_fields`, when already made.
-        """
-        vas, kinds, sizes = split_fields(chunk) if fields is None else fields
+    def feed_fields(
+        self,
+        vas: np.ndarray[Any, Any],
+        kinds: np.ndarray[Any, Any],
+        sizes: np.ndarray[Any, Any],
+    ) -> bool:
+        """:meth:`feed` on a chunk's :func:`split_fields` (contiguous arrays)."""
         if kinds.size and int(kinds.max()) > 2:
             raise EmuValueError(
                 f"trace record kind {int(kinds.max())} is not 0, 1 or 2"
@@ -150,16 +163,13 @@ class TraceRunner:
             self._run_slice(vas[sl], kinds[sl], sizes[sl])
             counted = self._seen >= self._counted_from
             if counted:
-                k = kinds[sl]
-                sz = sizes[sl].astype(np.uint64)
-                self.result.crossings += int(
-                    np.count_nonzero(
-                        (sz > 1) & ((vas[sl] & np.uint64(0xFFF)) + sz > np.uint64(4096))
-                    )
-                )
-                self.result.records["read"] += int(np.count_nonzero(k == 0))
-                self.result.records["write"] += int(np.count_nonzero(k == 1))
-                self.result.records["fetch"] += int(np.count_nonzero(k == 2))
+                # an access crosses a page when its size exceeds the room left in it
+                left = np.uint32(4096) - (vas[sl].astype(np.uint32) & np.uint32(0xFFF))
+                self.result.crossings += int(np.count_nonzero(sizes[sl] > left))
+                by_kind = np.bincount(kinds[sl], minlength=3)
+                self.result.records["read"] += int(by_kind[0])
+                self.result.records["write"] += int(by_kind[1])
+                self.result.records["fetch"] += int(by_kind[2])
             self._seen += sl.stop - sl.start
             pos = sl.stop
             if self._seen == self._counted_from and not counted:
@@ -240,7 +250,7 @@ class TraceRunner:
 
 
 Fields = tuple["np.ndarray[Any, Any]", "np.ndarray[Any, Any]", "np.ndarray[Any, Any]"]
-Prepared = tuple[list[emu.trace.TraceEvent], "np.ndarray[Any, Any]", Fields]
+Prepared = tuple[list[emu.trace.TraceEvent], Fields]
 
 
 def split_fields(chunk: np.ndarray[Any, Any]) -> Fields:
@@ -252,16 +262,54 @@ def split_fields(chunk: np.ndarray[Any, Any]) -> Fields:
     )
 
 
+class _FieldRing:
+    """A few preallocated (address, kind, size) array sets, handed out in turn.
+
+    The reading thread copies each chunk's fields into the next set; with ``sets`` at
+    least the chunks waiting in the queue plus two (the one the MMU runs, the one being
+    filled), a set is reused only after the MMU is done with it.
+    """
+
+    def __init__(self, sets: int, cap: int) -> None:
+        self._sets = [
+            (
+                np.empty(cap, np.uint64),
+                np.empty(cap, np.uint8),
+                np.empty(cap, np.uint32),
+            )
+            for _ in range(sets)
+        ]
+        self._k = 0
+
+    def split(self, chunk: np.ndarray[Any, Any]) -> Fields:
+        vas, kinds, sizes = self._sets[self._k % len(self._sets)]
+        self._k += 1
+        n = len(chunk)
+        if n > len(vas):
+            return split_fields(chunk)
+        np.copyto(vas[:n], chunk["addr"])
+        np.copyto(kinds[:n], chunk["kind"])
+        np.copyto(sizes[:n], chunk["size"])
+        return vas[:n], kinds[:n], sizes[:n]
+
+
 def _prepared(reader: emu.trace.TraceReader) -> Iterator[Prepared]:
-    """The reader's (events, chunk) pairs with the chunk's fields split out."""
+    """The reader's events and chunk fields, ready for ``TraceRunner.feed_fields``."""
+    ring = _FieldRing(READ_AHEAD_CHUNKS + 2, CHUNK_RECORDS)
     with reader:
         for events, chunk in reader.iter_with_events():
-            yield events, chunk, split_fields(chunk)
+            yield events, ring.split(chunk)
 
 
 def _open(cfg: RunConfig, path: str) -> tuple[str, Ahead[Prepared]]:
     """Open ``path`` and start reading and parsing it ahead, on its own thread."""
-    reader = emu.trace.read(path, format=cfg.format, skip_bad=cfg.skip_bad)
+    reader = emu.trace.read(
+        path,
+        format=cfg.format,
+        chunk_records=CHUNK_RECORDS,
+        skip_bad=cfg.skip_bad,
+        reuse_chunks=2,  # each chunk is copied out by _FieldRing before the next
+    )
     return reader.format, Ahead(_prepared(reader), depth=READ_AHEAD_CHUNKS)
 
 
@@ -284,10 +332,10 @@ def run(cfg: RunConfig, progress: TextIO | None = None) -> RunResult:
         fmt, ahead = first if k == 0 else _open(cfg, path)
         with ahead:
             runner.result.formats.append(fmt)
-            for events, chunk, fields in ahead:
+            for events, fields in ahead:
                 for ev in events:
                     runner.apply_event(ev)
-                if len(chunk) and not runner.feed(chunk, fields):
+                if len(fields[0]) and not runner.feed_fields(*fields):
                     going = False
                     break
                 if progress is not None:

@@ -107,7 +107,8 @@ def iter_c(
     buf = bytearray(ctx.block_bytes + MAX_LINE_BYTES)
     mv = memoryview(buf)
     st = new_state()
-    out: np.ndarray[Any, Any] = np.empty(cap, dtype=TRACE_DTYPE)
+    arrays = ctx.record_arrays()
+    out: np.ndarray[Any, Any] = next(arrays)
     pos = 0  # records in out
     carry = 0  # bytes of a partial line at the start of buf
     base_offset = 0  # input offset of buf[0]
@@ -156,7 +157,7 @@ def iter_c(
             if st.status == records.STATUS_DIRECTIVE and directive is not None:
                 if pos:  # an event falls on a chunk boundary
                     yield from split_chunk(out[:pos], ctx.chunk_records)
-                    out = np.empty(cap, dtype=TRACE_DTYPE)
+                    out = next(arrays)
                     pos = 0
                 text, after = line_at(start, end)
                 directive(text, base_line + 1, base_offset + start)
@@ -166,7 +167,7 @@ def iter_c(
                 continue
             if st.status == records.STATUS_FULL or pos == cap:
                 yield from split_chunk(out[:pos], ctx.chunk_records)
-                out = np.empty(cap, dtype=TRACE_DTYPE)
+                out = next(arrays)
                 pos = 0
             elif st.status == records.STATUS_END:
                 break

@@ -81,8 +81,9 @@ class _XzReader:
     ``LZMAFile`` feeds its decompressor 8 KiB at a time and takes the GIL back after
     every step; reading the compressed input 1 MiB at a time lets the read-ahead thread
     decompress for milliseconds without the GIL while the main thread runs Python.
-    Concatenated streams are read one after the other and data after the last stream
-    that is not a valid stream is ignored, as ``LZMAFile`` does.
+    Concatenated streams are read one after the other, and zero bytes after a stream
+    are stream padding; anything else after a stream that is not a stream is an error,
+    as the ``xz`` command has it (``LZMAFile`` ignores it silently).
     """
 
     RAW_BLOCK = 1 << 20
@@ -98,15 +99,13 @@ class _XzReader:
         while not self._eof:
             if self._dec.eof:  # the next concatenated stream, if any
                 rest = self._dec.unused_data or self._raw.read(self.RAW_BLOCK)
+                while rest and not rest.strip(b"\0"):  # stream padding
+                    rest = self._raw.read(self.RAW_BLOCK)
                 if not rest:
                     self._eof = True
                     break
                 self._dec = lzma.LZMADecompressor()
-                try:
-                    out = self._dec.decompress(rest, size)
-                except lzma.LZMAError:
-                    self._eof = True  # trailing data that is no stream: ignored
-                    break
+                out = self._dec.decompress(rest.lstrip(b"\0"), size)
             else:
                 data = b""
                 if self._dec.needs_input:
@@ -174,6 +173,7 @@ class Input:
 
     def __init__(self, src: Source) -> None:
         self._owned: IO[bytes] | None = None
+        self._ahead: _ReadAhead | None = None
         if isinstance(src, str) and src == "-":
             raw: Any = sys.stdin.buffer
             self.name = "<stdin>"
@@ -194,6 +194,14 @@ class Input:
                 "a trace is a path, '-' or a binary file object, not "
                 f"{type(src).__name__}"
             )
+        try:
+            self._open(raw)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, raw: Any) -> None:
+        """Sniff the compression and the head; start decompressing ahead."""
         try:
             magic = _read_full(raw, 6)
         except EmuValueError as exc:
@@ -219,7 +227,6 @@ class Input:
         self.offset = 0
         self.head = b""
         self.head = self._guarded(lambda: _read_full(stream, SNIFF_BYTES))
-        self._ahead: _ReadAhead | None = None
         if self.compression is not None and len(self.head) == SNIFF_BYTES:
             stream = self._ahead = _ReadAhead(stream)
         self._stream = _Prefixed(self.head, stream)

@@ -44,6 +44,8 @@ class ReadContext:
         stats: counters of the current pass.
         events: events met so far (native text only), in trace order.
         page_size_hint: page size a native binary header names (0: none).
+        reuse_chunks: 0, or how many record arrays the C-parsed readers cycle through
+            (see :func:`emu.trace.read`).
     """
 
     name: str
@@ -53,6 +55,26 @@ class ReadContext:
     stats: TraceStats = dataclasses.field(default_factory=TraceStats)
     events: list[TraceEvent] = dataclasses.field(default_factory=list)
     page_size_hint: int = 0
+    reuse_chunks: int = 0
+
+    def record_arrays(self) -> Iterator[TraceArray]:
+        """Record arrays of ``chunk_records`` (at least 2) for a reader to fill.
+
+        Fresh arrays, or with ``reuse_chunks`` the same few in turn (allocated as first
+        needed): a consumer that is done with each chunk before taking the next few
+        saves the page faults of fresh memory on every chunk.
+        """
+        cap = max(self.chunk_records, 2)
+        ring: list[TraceArray] = []
+        k = 0
+        while True:
+            if not self.reuse_chunks:
+                yield np.empty(cap, dtype=TRACE_DTYPE)
+                continue
+            if len(ring) < self.reuse_chunks:
+                ring.append(np.empty(cap, dtype=TRACE_DTYPE))
+            yield ring[k % len(ring)]
+            k += 1
 
 
 def iter_lines(inp: Input, ctx: ReadContext) -> Iterator[tuple[int, int, bytes]]:

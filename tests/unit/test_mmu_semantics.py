@@ -880,6 +880,31 @@ def test_run_stop_on_fault_stops_after_first_fault(make: Factory) -> None:
     assert out["hit"].tolist() == [3, 0, 0]
 
 
+@pytest.mark.parametrize("stop", [False, True])
+def test_run_unchecked_last_only_keeps_the_last_result(stop: bool) -> None:
+    # two identical machines: one writes every result, the other only the last
+    runs = []
+    for last_only in (False, True):
+        m = _c_factory()()
+        m.map(0x40_0000, 0xA000)
+        m.map(0x40_1000, 0xB000)
+        vas = np.array(
+            [0x40_0000, 0x40_0FFC, 0x50_0000, 0x40_1008, 0x40_0010], dtype=np.uint64
+        )
+        kinds = np.array([0, 1, 0, 2, 0], np.uint8)
+        sizes = np.array([8, 8, 1, 4, 4], np.uint32)  # the second one straddles
+        out = np.zeros(1 if last_only else 5, dtype=RESULT_DTYPE)
+        done = m.mmu.run_unchecked(
+            vas, kinds, sizes, out, stop_on_fault=stop, last_only=last_only
+        )
+        runs.append((done, out[-1] if last_only else out[done - 1], m.mmu.stats))
+    (done, every, stats), (done1, last, stats1) = runs
+    assert done == done1 == (3 if stop else 5)
+    assert every.tobytes() == last.tobytes()
+    assert stats == stats1
+    assert last["vector"] == (arch.VEC_PF if stop else 0)
+
+
 def test_run_user_flag_applies_to_every_access(make: Factory) -> None:
     m = make()
     m.map(0x40_0000, 0xA000)  # supervisor page

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
+import shutil
+import subprocess
 import threading
 import time
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import emu.trace as tr
+from emu.errors import EmuValueError
 from emu.ref.trace import parse_lackey
 from emu.trace import TraceFormatError, _stream
 from emu.trace.ahead import THREAD_NAME, Ahead
@@ -75,28 +77,32 @@ def test_compressed_input_gives_the_plain_records(
     assert not threads()
 
 
-def test_concatenated_xz_streams_are_read_one_after_another(
+def test_concatenated_padded_xz_streams_are_read_one_after_another(
     tmp_path, text, small_blocks
 ) -> None:
     half = text.index(b"\n", len(text) // 2) + 1
     p = tmp_path / "two.lackey.xz"
-    p.write_bytes(lzma.compress(text[:half]) + lzma.compress(text[half:]))
+    pad = bytes(8)  # stream padding: a multiple of 4 zero bytes
+    p.write_bytes(lzma.compress(text[:half]) + pad + lzma.compress(text[half:]) + pad)
     plain = tmp_path / "t.lackey"
     plain.write_bytes(text)
     np.testing.assert_array_equal(read_all(p), read_all(plain))
 
 
-def test_garbage_after_the_last_xz_stream_is_ignored_as_lzmafile_does(
+def test_garbage_after_the_last_xz_stream_is_an_error_after_the_stream(
     tmp_path, text
 ) -> None:
-    packed = lzma.compress(text) + b"not an xz stream" * 10
-    with lzma.LZMAFile(io.BytesIO(packed)) as f:
-        assert f.read() == text
+    # LZMAFile would ignore it silently
     p = tmp_path / "tail.lackey.xz"
-    p.write_bytes(packed)
+    p.write_bytes(lzma.compress(text) + b"not an xz stream" * 10)
     inp = _stream.Input(p)
-    assert inp.read(len(text) + 100) == text
+    with pytest.raises(TraceFormatError, match="xz stream is corrupt") as e:
+        inp.read(len(text) + 100)
     inp.close()
+    assert e.value.offset == len(text)
+    if shutil.which("xz") is not None:  # the xz command refuses it the same way
+        out = subprocess.run(["xz", "-dc", str(p)], capture_output=True, check=False)
+        assert (out.returncode, out.stdout) == (1, text)
 
 
 def test_truncated_xz_is_an_error_after_every_whole_block(
@@ -216,3 +222,29 @@ def test_ahead_holds_at_most_depth_items() -> None:
 def test_ahead_refuses_a_depth_below_one() -> None:
     with pytest.raises(ValueError, match="depth must be at least 1"):
         Ahead(iter([]), depth=0)
+
+
+# ---- reused record arrays -----------------------------------------------------------
+
+
+def test_reused_record_arrays_give_the_same_records_and_cycle(tmp_path, text) -> None:
+    p = tmp_path / "t.lackey"
+    p.write_bytes(text)
+    want = np.concatenate(list(tr.read(p, chunk_records=7000)))
+    got, bases = [], []
+    for chunk in tr.read(p, chunk_records=7000, reuse_chunks=2):
+        got.append(chunk.copy())  # a consumer done with it before the next
+        bases.append(chunk.base if chunk.base is not None else chunk)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    assert len(bases) > 3
+    assert bases[0] is bases[2]  # two arrays in turn
+    assert bases[1] is bases[3]
+    assert bases[0] is not bases[1]
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5])
+def test_reuse_chunks_must_be_a_non_negative_integer(tmp_path, bad) -> None:
+    p = tmp_path / "t.lackey"
+    p.write_bytes(b"I  1000,4\n")
+    with pytest.raises(EmuValueError, match="reuse_chunks must be a non-negative"):
+        tr.read(p, reuse_chunks=bad)
