@@ -14,7 +14,8 @@ Groups (MB/s = ``extra_info["mbytes"]`` / mean time):
   4 MiB blocks (the I/O floor of any reader) and ``baseline-count-lines`` counts the
   newlines with ``bytes.count`` (one memchr-class pass over every byte).
   ``reader-file`` is ``emu.trace.read`` on the file: blocks, carried partial lines,
-  fresh chunk arrays.
+  and fresh chunk arrays (``fresh-arrays``) or two reused ones (``reuse-2``, what
+  run-trace uses).
 * ``lackey-xz``: the same text compressed with ``xz -1``: ``reader-xz`` is
   ``emu.trace.read`` on it (decompression by Python's ``lzma``, then parsing), against
   ``baseline-lzma`` (decompression alone, same module) and ``baseline-xz-dc`` (the
@@ -150,11 +151,12 @@ def test_c_parser(benchmark, text, text_file) -> None:
 
 
 @pytest.mark.benchmark(group="lackey-parse")
-def test_reader_file(benchmark, text_file) -> None:
+@pytest.mark.parametrize("reuse", [0, 2], ids=["fresh-arrays", "reuse-2"])
+def test_reader_file(benchmark, text_file, reuse) -> None:
     path, counts = text_file
 
     def run() -> tuple[int, int]:
-        reader = tr.read(path, "lackey", block_bytes=BLOCK)
+        reader = tr.read(path, "lackey", block_bytes=BLOCK, reuse_chunks=reuse)
         n = sum(len(c) for c in reader)
         return n, reader.stats.instructions
 
