@@ -79,6 +79,22 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
     return -1;
 }
 
+/* A recency order of at most 16 ways (4 bits each, most recently used in bits 3:0) with
+ * way moved to the front. */
+static inline uint64_t lru_order_touch(uint64_t o, uint32_t way)
+{
+    if ((o & 0xF) == way)
+        return o;
+    /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
+     * has-zero-byte trick on nibbles; exact for the lowest one) */
+    uint64_t x = o ^ (0x1111111111111111ull * way);
+    uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
+    unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
+    uint64_t below = o & ((1ull << sh) - 1);
+    uint64_t above = o & ((~0ull << sh) << 4);
+    return above | (below << 4) | way;
+}
+
 /* Marks (set, way) most recently used under the array's policy. */
 static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
 {
@@ -87,17 +103,7 @@ static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
         /* Move way to the front of the recency order.  This ranks the ways exactly as
          * the stamps (stamp = ++clock) would: the victim of a full set, the way with
          * the smallest stamp, is the last one in the order. */
-        uint64_t o = a->order[set];
-        if ((o & 0xF) != way) {
-            /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
-             * has-zero-byte trick on nibbles; exact for the lowest one) */
-            uint64_t x = o ^ (0x1111111111111111ull * way);
-            uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
-            unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
-            uint64_t below = o & ((1ull << sh) - 1);
-            uint64_t above = o & ((~0ull << sh) << 4);
-            a->order[set] = above | (below << 4) | way;
-        }
+        a->order[set] = lru_order_touch(a->order[set], way);
     } else if (a->policy == EMU_POL_LRU) {
         a->stamp[i] = ++a->clock;
     } else if (a->policy == EMU_POL_PLRU) {
