@@ -479,11 +479,9 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     }
     uint32_t w = 0;
     /* four ways per step while all four are valid and none matches */
-    for (; w + 4 <= ways; w += 4) {
-        uint64_t a0 = t[w], a1 = t[w + 1], a2 = t[w + 2], a3 = t[w + 3];
-        if ((a0 == tag) | (a1 == tag) | (a2 == tag) | (a3 == tag) | !a3)
-            break; /* !a3 also catches an invalid a0..a2: the valid ways are a prefix */
-    }
+    for (; w + 4 <= ways; w += 4)
+        if (!t[w + 3] || tags4_any(t + w, tag))
+            break; /* !t[w + 3] also catches an invalid t[w..w+2]: valid ways are a prefix */
     for (; w < ways && t[w] != 0; w++) {
         if (t[w] == tag) {
             if (c->order)

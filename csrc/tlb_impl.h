@@ -3,6 +3,9 @@
 #ifndef EMU_TLB_IMPL_H
 #define EMU_TLB_IMPL_H
 #include "emu.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define TLB_F_GLOBAL 0x1
 #define TLB_F_DIRTY 0x2
@@ -60,6 +63,26 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
                    uint32_t policy, uint64_t seed);
 void tlb_array_destroy(tlb_array *a);
 
+/* Whether one of the four tags t[0..3] equals tag.  With SSE2 (every x86-64): two
+ * 32-bit-lane compares, each 64-bit lane equal when both its halves are, and one test
+ * for the four, instead of four compares. */
+#ifdef __SSE2__
+static inline int tags4_any(const uint64_t *t, uint64_t tag)
+{
+    __m128i k = _mm_set1_epi64x((long long)tag);
+    __m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)t), k);
+    __m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)(t + 2)), k);
+    a = _mm_and_si128(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+    b = _mm_and_si128(b, _mm_shuffle_epi32(b, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
+}
+#else
+static inline int tags4_any(const uint64_t *t, uint64_t tag)
+{
+    return (t[0] == tag) | (t[1] == tag) | (t[2] == tag) | (t[3] == tag);
+}
+#endif
+
 /* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
  * or -1.  Does not touch replacement state. */
 static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
@@ -74,7 +97,7 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
      * below then checks ways one by one from the first group with the tag, so the way
      * returned is still the first usable one. */
     for (; w + 4 <= ways; w += 4)
-        if ((t[w] == tag) | (t[w + 1] == tag) | (t[w + 2] == tag) | (t[w + 3] == tag))
+        if (tags4_any(t + w, tag))
             break;
     for (; w < ways; w++) {
         if (t[w] == tag) {
