@@ -92,14 +92,7 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
     uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
     const uint64_t *t = a->tags + (size_t)set * a->ways;
     *set_out = set;
-    uint32_t w = 0, ways = a->ways;
-    /* Skip four ways at a time while none has the tag (one branch per four); the loop
-     * below then checks ways one by one from the first group with the tag, so the way
-     * returned is still the first usable one. */
-    for (; w + 4 <= ways; w += 4)
-        if (tags4_any(t + w, tag))
-            break;
-    for (; w < ways; w++) {
+    for (uint32_t w = 0; w < a->ways; w++) {
         if (t[w] == tag) {
             const tlb_entry *e = &a->e[(size_t)set * a->ways + w];
             if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
