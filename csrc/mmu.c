@@ -9,6 +9,62 @@
 #define NO_ARRAY 0xFF
 #define PTE_LINE_SHIFT 6 /* 64-byte lines hold 8 entries */
 
+/* The model of page-table lines in the data caches: a set-associative LRU cache of line
+ * addresses.  It behaves exactly as a tlb_array with the LRU policy whose entries all
+ * have PCID 0 and one size, but keeps only what such an array would ever read back: the
+ * tags and the LRU state (no entries, no per-size counts).  Lines are never invalidated
+ * and a fill takes the lowest invalid way, so a set's valid ways are a prefix: the set is
+ * full when its last way is valid, and a probe can stop at the first invalid way. */
+typedef struct line_cache {
+    uint32_t ways, set_mask;
+    uint64_t *tags;      /* sets*ways: line + 1, 0 = invalid */
+    uint64_t *order;     /* ways <= 16: per set, the recency order (lru_order_touch) */
+    uint64_t order_mask; /* the 4*ways bits of order holding ways */
+    uint64_t *stamp;     /* ways > 16: last-use time per way (victim: the smallest) */
+    uint64_t clock;
+} line_cache;
+
+/* Same geometry checks and errors as tlb_array_init. */
+static int line_cache_init(line_cache *c, uint32_t sets, uint32_t ways)
+{
+    memset(c, 0, sizeof(*c));
+    if (!sets || (sets & (sets - 1)) || ways == 0 || ways > 4096 || sets > (1u << 20))
+        return EMU_E_INVAL;
+    size_t n = (size_t)sets * ways;
+    c->ways = ways;
+    c->set_mask = sets - 1;
+    c->tags = calloc(n, sizeof(*c->tags));
+    if (ways <= 16) {
+        c->order = malloc(sets * sizeof(*c->order));
+        if (c->order) { /* as tlb_array_init: ways 0..ways-1, unused nibbles 15 */
+            uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
+            for (uint32_t w = 0; w < ways; w++)
+                init |= (uint64_t)w << (4 * w);
+            for (uint32_t s = 0; s < sets; s++)
+                c->order[s] = init;
+            c->order_mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
+        }
+    } else {
+        c->stamp = calloc(n, sizeof(*c->stamp));
+    }
+    if (!c->tags || (ways <= 16 ? !c->order : !c->stamp)) {
+        free(c->tags);
+        free(c->order);
+        free(c->stamp);
+        memset(c, 0, sizeof(*c));
+        return EMU_E_NOMEM;
+    }
+    return EMU_OK;
+}
+
+static void line_cache_destroy(line_cache *c)
+{
+    free(c->tags);
+    free(c->order);
+    free(c->stamp);
+    memset(c, 0, sizeof(*c));
+}
+
 struct emu_mmu {
     emu_physmem *mem;
     emu_mmu_cfg cfg;
@@ -16,7 +72,7 @@ struct emu_mmu {
     uint32_t n_arr;
     tlb_array psc[6];
     int has_psc[6];
-    tlb_array ptec;
+    line_cache ptec;
     int has_ptec;
     emu_mmu_control ctl;
     emu_walk_cfg wcfg;
@@ -126,7 +182,7 @@ void emu_mmu_free(emu_mmu *m)
         if (m->has_psc[l])
             tlb_array_destroy(&m->psc[l]);
     if (m->has_ptec)
-        tlb_array_destroy(&m->ptec);
+        line_cache_destroy(&m->ptec);
     free(m);
 }
 
@@ -177,8 +233,7 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
         m->has_psc[l] = 1;
     }
     if (cfg->pte_cache_ways) {
-        int rc = tlb_array_init(&m->ptec, 0, 0, cfg->pte_cache_sets, cfg->pte_cache_ways,
-                                EMU_POL_LRU, 0);
+        int rc = line_cache_init(&m->ptec, cfg->pte_cache_sets, cfg->pte_cache_ways);
         if (rc != EMU_OK) {
             *err = rc;
             *bad_array = 200;
@@ -410,40 +465,53 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
 {
     if (!m->has_ptec)
         return m->cfg.lat_walk_ref;
-    tlb_array *c = &m->ptec;
+    line_cache *c = &m->ptec;
     uint64_t line = entry_pa >> PTE_LINE_SHIFT;
-    uint64_t tag = (line << TLB_TAG_LEVEL_BITS) | 1u;
+    uint64_t tag = line + 1;
     uint32_t set = (uint32_t)line & c->set_mask;
-    const uint64_t *t = c->tags + (size_t)set * c->ways;
+    uint32_t ways = c->ways;
+    uint64_t *t = c->tags + (size_t)set * ways;
     /* A line's tag is in a set at most once (inserted only after a miss), so a match
      * in the most recently used way is the match; touching it changes nothing. */
     if (c->order && t[c->order[set] & 0xF] == tag) {
         m->st.pte_cache_hits++;
         return m->cfg.lat_pte_hit;
     }
-    for (uint32_t w = 0; w < c->ways; w++) {
+    uint32_t w = 0;
+    /* four ways per step while all four are valid and none matches */
+    for (; w + 4 <= ways; w += 4)
+        if (!t[w + 3] || tags4_any(t + w, tag))
+            break; /* !t[w + 3] also catches an invalid t[w..w+2]: valid ways are a prefix */
+    for (; w < ways && t[w] != 0; w++) {
         if (t[w] == tag) {
-            tlb_touch(c, set, w);
+            if (c->order)
+                c->order[set] = lru_order_touch(c->order[set], w);
+            else
+                c->stamp[(size_t)set * ways + w] = ++c->clock;
             m->st.pte_cache_hits++;
             return m->cfg.lat_pte_hit;
         }
     }
-    /* the probe above found no entry with the tag (all lines have PCID 0) */
-    if (c->order && c->nvalid[set] == c->ways) {
-        /* A full LRU set: what tlb_insert_new does, less the entry (only tags and the
-         * recency order of a line cache are ever read; its entries stay zero with
-         * orig_level == level, so nfract is untouched): the last way in the order is
-         * the victim and moves to the front. */
-        uint64_t o = c->order[set];
-        uint32_t w = (uint32_t)(o >> (4 * (c->ways - 1))) & 0xF;
-        c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
-        c->tags[(size_t)set * c->ways + w] = tag; /* same level: nlevel unchanged */
+    /* a miss; w is the first invalid way, or ways when the set is full */
+    if (w == ways) {
+        if (c->order) { /* the victim, the last of the order, moves to the front */
+            uint64_t o = c->order[set];
+            w = (uint32_t)(o >> (4 * (ways - 1))) & 0xF;
+            c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
+        } else { /* the smallest stamp (distinct in a full set), as tlb_victim */
+            const uint64_t *st = c->stamp + (size_t)set * ways;
+            w = 0;
+            for (uint32_t v = 1; v < ways; v++)
+                if (st[v] < st[w])
+                    w = v;
+            c->stamp[(size_t)set * ways + w] = ++c->clock;
+        }
+    } else if (c->order) {
+        c->order[set] = lru_order_touch(c->order[set], w);
     } else {
-        tlb_entry e;
-        memset(&e, 0, sizeof(e));
-        e.level = e.orig_level = 1;
-        tlb_insert_new(c, set, tag, &e);
+        c->stamp[(size_t)set * ways + w] = ++c->clock;
     }
+    t[w] = tag;
     m->st.pte_cache_misses++;
     return m->cfg.lat_pte_miss;
 }

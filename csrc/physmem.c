@@ -21,7 +21,8 @@ emu_physmem *emu_physmem_new(void)
         return NULL;
     }
     memset(m->keys, 0xff, m->cap * sizeof(*m->keys));
-    memset(m->cache_pfn, 0xff, sizeof(m->cache_pfn));
+    for (size_t c = 0; c < PM_CACHE; c++)
+        m->cache[c].pfn = PM_EMPTY;
     return m;
 }
 
@@ -203,8 +204,8 @@ int emu_physmem_discard(emu_physmem *m, uint64_t pfn)
     m->data[i] = NULL;
     m->keys[i] = PM_EMPTY;
     m->count--;
-    if (m->cache_pfn[pfn & (PM_CACHE - 1)] == pfn)
-        m->cache_pfn[pfn & (PM_CACHE - 1)] = PM_EMPTY;
+    if (m->cache[pfn & (PM_CACHE - 1)].pfn == pfn)
+        m->cache[pfn & (PM_CACHE - 1)].pfn = PM_EMPTY;
     /* Backward-shift deletion keeps every probe chain unbroken without tombstones. */
     size_t hole = i;
     size_t j = (i + 1) & (m->cap - 1);

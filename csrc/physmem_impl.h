@@ -9,7 +9,16 @@
 #define PM_EMPTY UINT64_MAX /* a free slot in the open-addressing index */
 #define PM_PA_LIMIT (1ull << EMU_PA_BITS_MAX)
 
-#define PM_CACHE 256 /* direct-mapped cache of recent frame lookups */
+/* Direct-mapped cache of recent frame lookups, indexed by the frame number's low bits.
+ * 4096 slots cover 16 MiB of consecutively allocated frames (e.g. the 2048 page tables
+ * of 4 GiB of 4K pages) without a conflict; each slot is one 16-byte pair, so a hit
+ * reads one host line. */
+#define PM_CACHE 4096
+
+typedef struct pm_cache_slot {
+    uint64_t pfn; /* PM_EMPTY when the slot is unused */
+    uint8_t *ptr;
+} pm_cache_slot;
 
 /* Open addressing with linear probing, keyed by frame number.  cap is a power of two
  * and the table is kept at most half full, so probes stay short.  Frames never move
@@ -19,8 +28,7 @@ struct emu_physmem {
     uint8_t **data;  /* 4 KiB zero-initialised frames */
     size_t cap;
     size_t count;
-    uint64_t cache_pfn[PM_CACHE]; /* PM_EMPTY when the slot is unused */
-    uint8_t *cache_ptr[PM_CACHE];
+    pm_cache_slot cache[PM_CACHE];
 };
 
 static inline size_t pm_slot(uint64_t pfn, size_t cap)
@@ -34,16 +42,16 @@ static inline size_t pm_slot(uint64_t pfn, size_t cap)
  * bookkeeping, not state, hence the cast away from const. */
 static inline uint8_t *pm_frame(const emu_physmem *m, uint64_t pfn)
 {
-    size_t c = (size_t)(pfn & (PM_CACHE - 1));
-    if (m->cache_pfn[c] == pfn)
-        return m->cache_ptr[c];
+    const pm_cache_slot *cs = &m->cache[pfn & (PM_CACHE - 1)];
+    if (cs->pfn == pfn)
+        return cs->ptr;
     size_t i = pm_slot(pfn, m->cap);
     for (;;) {
         uint64_t k = m->keys[i];
         if (k == pfn) {
-            emu_physmem *mm = (emu_physmem *)m;
-            mm->cache_pfn[c] = pfn;
-            mm->cache_ptr[c] = m->data[i];
+            pm_cache_slot *w = (pm_cache_slot *)cs;
+            w->pfn = pfn;
+            w->ptr = m->data[i];
             return m->data[i];
         }
         if (k == PM_EMPTY)

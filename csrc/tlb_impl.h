@@ -3,6 +3,9 @@
 #ifndef EMU_TLB_IMPL_H
 #define EMU_TLB_IMPL_H
 #include "emu.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define TLB_F_GLOBAL 0x1
 #define TLB_F_DIRTY 0x2
@@ -60,6 +63,26 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
                    uint32_t policy, uint64_t seed);
 void tlb_array_destroy(tlb_array *a);
 
+/* Whether one of the four tags t[0..3] equals tag.  With SSE2 (every x86-64): two
+ * 32-bit-lane compares, each 64-bit lane equal when both its halves are, and one test
+ * for the four, instead of four compares. */
+#ifdef __SSE2__
+static inline int tags4_any(const uint64_t *t, uint64_t tag)
+{
+    __m128i k = _mm_set1_epi64x((long long)tag);
+    __m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)t), k);
+    __m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)(t + 2)), k);
+    a = _mm_and_si128(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+    b = _mm_and_si128(b, _mm_shuffle_epi32(b, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
+}
+#else
+static inline int tags4_any(const uint64_t *t, uint64_t tag)
+{
+    return (t[0] == tag) | (t[1] == tag) | (t[2] == tag) | (t[3] == tag);
+}
+#endif
+
 /* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
  * or -1.  Does not touch replacement state. */
 static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
@@ -79,6 +102,22 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
     return -1;
 }
 
+/* A recency order of at most 16 ways (4 bits each, most recently used in bits 3:0) with
+ * way moved to the front. */
+static inline uint64_t lru_order_touch(uint64_t o, uint32_t way)
+{
+    if ((o & 0xF) == way)
+        return o;
+    /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
+     * has-zero-byte trick on nibbles; exact for the lowest one) */
+    uint64_t x = o ^ (0x1111111111111111ull * way);
+    uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
+    unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
+    uint64_t below = o & ((1ull << sh) - 1);
+    uint64_t above = o & ((~0ull << sh) << 4);
+    return above | (below << 4) | way;
+}
+
 /* Marks (set, way) most recently used under the array's policy. */
 static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
 {
@@ -87,17 +126,7 @@ static inline void tlb_touch(tlb_array *a, uint32_t set, uint32_t way)
         /* Move way to the front of the recency order.  This ranks the ways exactly as
          * the stamps (stamp = ++clock) would: the victim of a full set, the way with
          * the smallest stamp, is the last one in the order. */
-        uint64_t o = a->order[set];
-        if ((o & 0xF) != way) {
-            /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
-             * has-zero-byte trick on nibbles; exact for the lowest one) */
-            uint64_t x = o ^ (0x1111111111111111ull * way);
-            uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
-            unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
-            uint64_t below = o & ((1ull << sh) - 1);
-            uint64_t above = o & ((~0ull << sh) << 4);
-            a->order[set] = above | (below << 4) | way;
-        }
+        a->order[set] = lru_order_touch(a->order[set], way);
     } else if (a->policy == EMU_POL_LRU) {
         a->stamp[i] = ++a->clock;
     } else if (a->policy == EMU_POL_PLRU) {
