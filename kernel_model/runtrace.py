@@ -28,6 +28,18 @@ from kernel_model.machine import Machine
 from kernel_model.process import Process
 
 VEC_PF = 14
+#: the counters of each --interval row and of the CSV output, after "accesses"
+SERIES_COUNTERS = (
+    "dTLB-load-misses",
+    "dTLB-store-misses",
+    "iTLB-load-misses",
+    "dtlb_load_misses.walk_completed",
+    "dtlb_store_misses.walk_completed",
+    "itlb_misses.walk_completed",
+    "walk_cycles",
+    "translation_cycles",
+    "page_faults",
+)
 #: parsed chunks waiting ahead of the MMU, and their records
 READ_AHEAD_CHUNKS = 2
 CHUNK_RECORDS = 1 << 20
@@ -189,17 +201,7 @@ class TraceRunner:
     def _snapshot(self) -> None:
         s = self.mmu.stats
         row = {"accesses": self._seen - self._counted_from}
-        for k in (
-            "dTLB-load-misses",
-            "dTLB-store-misses",
-            "iTLB-load-misses",
-            "dtlb_load_misses.walk_completed",
-            "dtlb_store_misses.walk_completed",
-            "itlb_misses.walk_completed",
-            "walk_cycles",
-            "translation_cycles",
-            "page_faults",
-        ):
+        for k in SERIES_COUNTERS:
             row[k] = s[k]
         self.result.series.append(row)
 
@@ -493,20 +495,7 @@ def write_csv(r: RunResult, f: TextIO) -> None:
     rows = r.series or [
         {
             "accesses": r.accesses,
-            **{
-                k: r.stats[k]
-                for k in (
-                    "dTLB-load-misses",
-                    "dTLB-store-misses",
-                    "iTLB-load-misses",
-                    "dtlb_load_misses.walk_completed",
-                    "dtlb_store_misses.walk_completed",
-                    "itlb_misses.walk_completed",
-                    "walk_cycles",
-                    "translation_cycles",
-                    "page_faults",
-                )
-            },
+            **{k: r.stats[k] for k in SERIES_COUNTERS},
         }
     ]
     w = csv.DictWriter(f, fieldnames=list(rows[0]))

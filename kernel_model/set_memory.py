@@ -161,6 +161,7 @@ class CPA:
         self._pending_free: list[int] = []
         self._touched: list[int] = []  # addresses the eager merge policy revisits
         self.fail_table_allocs = 0  # test hook: make the next N table allocations fail
+        self.split_alloc_failures = 0  # split tables that could not be allocated
         self.skip_split_flush = False  # test hook: a broken CPA for the validator
         self.skip_alias = False  # test hook: a broken CPA for the validator
 
@@ -529,10 +530,12 @@ class CPA:
     def _alloc_split_table(self) -> int | None:
         if self.fail_table_allocs > 0:
             self.fail_table_allocs -= 1
+            self.split_alloc_failures += 1
             return None
         try:
             return self.pt.alloc_table()
         except EmuMemoryError:
+            self.split_alloc_failures += 1
             return None
 
     def split_large_page(self, cpa: CpaData, look: pt.Lookup, address: int) -> int:
