@@ -419,13 +419,14 @@ typedef struct hit_ref {
 } hit_ref;
 
 /* First array of the role (in configuration order) holding va, sizes probed 4K, 2M, 1G
- * (the role's probe list).  skip_first: the first probe was already made and missed.  A
- * size with no valid entry in an array is not probed: it could only miss. */
+ * (the role's probe list).  skip: probes (bit k: probe k) already made for this access,
+ * which missed.  A size with no valid entry in an array is not probed: it could only
+ * miss. */
 static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role,
                                                               uint64_t va, hit_ref *h,
-                                                              int skip_first)
+                                                              uint64_t skip)
 {
-    uint64_t mask = m->probe_mask[role] & (skip_first ? ~1ull : ~0ull);
+    uint64_t mask = m->probe_mask[role] & ~skip;
     while (mask) {
         unsigned k = (unsigned)__builtin_ctzll(mask);
         mask &= mask - 1;
@@ -645,10 +646,10 @@ static inline uint32_t rights_deny(emu_mmu *m, uint32_t access, const tlb_entry 
 }
 
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
- * hit) and adds to *cycles.  first_missed: the first probe of the L1 lookup (see
- * lookup_role) was made by the caller and missed. */
+ * hit) and adds to *cycles.  skip1, skip2: probes of the L1 and L2 lookups (see
+ * lookup_role) the caller made for this access, which missed. */
 static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
-                  uint32_t *cycles, int first_missed)
+                  uint32_t *cycles, uint64_t skip1, uint64_t skip2)
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
     const int role1 = m->l1role[kind];
@@ -668,7 +669,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     *cycles += m->cfg.lat_l1_hit;
     hit_ref h;
     int hit = EMU_HIT_L1;
-    int found = lookup_role(m, role1, va, &h, first_missed);
+    int found = lookup_role(m, role1, va, &h, skip1);
     if (!found) {
         if (kind == EMU_ACC_FETCH)
             m->st.fetch_l1_miss++;
@@ -678,7 +679,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
             m->st.load_l1_miss++;
         *cycles += m->cfg.lat_l2_hit;
         hit = EMU_HIT_L2;
-        found = lookup_role(m, m->l2role[kind], va, &h, 0);
+        found = lookup_role(m, m->l2role[kind], va, &h, skip2);
     }
     if (found) {
         tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
@@ -747,13 +748,13 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     r->hit = EMU_HIT_WALK;
 }
 
-/* One access, both pages when it straddles a boundary.  first_missed: as for xlate, for
+/* One access, both pages when it straddles a boundary.  skip1, skip2: as for xlate, for
  * the first page. */
 static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                       emu_mmu_result *r, int first_missed)
+                       emu_mmu_result *r, uint64_t skip1, uint64_t skip2)
 {
     uint32_t cycles = 0;
-    xlate(m, va, access, r, &cycles, first_missed);
+    xlate(m, va, access, r, &cycles, skip1, skip2);
     r->crossed = 0;
     r->reserved0 = 0;
     if (size > 1 && (va & 0xFFF) + size > 4096) {
@@ -762,7 +763,7 @@ static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_
         if (r->vector == EMU_VEC_NONE) { /* a fault on the first page ends the access */
             emu_mmu_result r2;
             uint64_t va2 = (va | 0xFFF) + 1; /* wraps to 0 past 2^64, as the CPU's would */
-            xlate(m, va2, access, &r2, &cycles, 0);
+            xlate(m, va2, access, &r2, &cycles, 0, 0);
             if (r2.vector != EMU_VEC_NONE) {
                 r->pa = 0;
                 r->page_size = 0;
@@ -789,7 +790,7 @@ int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
     memset(out, 0, sizeof(*out));
     if (!access_ok(access))
         return EMU_E_INVAL;
-    access_one(m, va, access, size, out, 0);
+    access_one(m, va, access, size, out, 0, 0);
     return EMU_OK;
 }
 
@@ -803,35 +804,58 @@ typedef struct first_probe {
     uint8_t *rights_ok; /* m->rights_ok of the kind's access code */
     uint32_t set_mask, ways;
     unsigned shift, level; /* of first_lvl */
+    int role1, role2;      /* the kind's L1 and L2 roles */
+    int direct_fill;       /* fills of first_lvl leaves go to a at first_lvl */
 } first_probe;
 
-/* The counters of the L1 hits emu_mmu_run handled itself, added to the stats at the end
- * (nothing reads them during a run; the sums are the same in any order). */
-static void add_fast_hits(emu_mmu *m, const uint64_t hits[3])
+/* The counters of the accesses emu_mmu_run handled itself, added to the stats at the end
+ * (nothing reads them during a run; the sums are the same in any order): per kind, the
+ * L1 hits and the L2 hits (an L1 miss each). */
+static void add_fast_hits(emu_mmu *m, const uint64_t hits[3], const uint64_t l2hits[3])
 {
-    m->st.loads += hits[EMU_ACC_READ];
-    m->st.stores += hits[EMU_ACC_WRITE];
-    m->st.fetches += hits[EMU_ACC_FETCH];
-    m->st.cycles +=
-        (hits[EMU_ACC_READ] + hits[EMU_ACC_WRITE] + hits[EMU_ACC_FETCH]) * m->cfg.lat_l1_hit;
+    emu_mmu_stats *s = &m->st;
+    s->loads += hits[EMU_ACC_READ] + l2hits[EMU_ACC_READ];
+    s->stores += hits[EMU_ACC_WRITE] + l2hits[EMU_ACC_WRITE];
+    s->fetches += hits[EMU_ACC_FETCH] + l2hits[EMU_ACC_FETCH];
+    s->load_l1_miss += l2hits[EMU_ACC_READ];
+    s->store_l1_miss += l2hits[EMU_ACC_WRITE];
+    s->fetch_l1_miss += l2hits[EMU_ACC_FETCH];
+    s->load_l2_hit += l2hits[EMU_ACC_READ];
+    s->store_l2_hit += l2hits[EMU_ACC_WRITE];
+    s->fetch_l2_hit += l2hits[EMU_ACC_FETCH];
+    uint64_t n1 = hits[EMU_ACC_READ] + hits[EMU_ACC_WRITE] + hits[EMU_ACC_FETCH];
+    uint64_t n2 = l2hits[EMU_ACC_READ] + l2hits[EMU_ACC_WRITE] + l2hits[EMU_ACC_FETCH];
+    s->cycles += n1 * m->cfg.lat_l1_hit + n2 * (m->cfg.lat_l1_hit + m->cfg.lat_l2_hit);
 }
 
-/* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
- * (no sizes, no results) runs without per-access tests of sizes and out. */
-/* The result of an L1 hit on entry e (its page 1 << shift) by the fast path. */
-static inline void set_l1_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va,
-                              unsigned shift, uint32_t lat_l1)
+/* The result of a hit on entry e (its page 1 << shift) by the fast path. */
+static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va,
+                                unsigned shift, uint8_t hit, uint32_t cycles)
 {
     r->pa = (e->pfn << 12) | (va & ((1ull << shift) - 1));
     r->page_size = 1u << shift;
     r->error_code = 0;
     r->vector = EMU_VEC_NONE;
-    r->hit = EMU_HIT_L1;
+    r->hit = hit;
     r->crossed = 0;
     r->reserved0 = 0;
-    r->cycles = lat_l1;
+    r->cycles = cycles;
 }
 
+/* The cached verdict of walk_check_rights for entry e and access code `access` (see
+ * rights_deny): nonzero when the access is refused. */
+static inline uint32_t fast_deny(emu_mmu *m, uint8_t *rights_ok, uint32_t access,
+                                 const tlb_entry *e)
+{
+    uint8_t *ok = &rights_ok[((unsigned)e->rights << 4) | e->pkey];
+    if (!*ok)
+        *ok = (uint8_t)(WALK_RIGHTS_KNOWN |
+                        walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
+    return *ok ^ WALK_RIGHTS_KNOWN;
+}
+
+/* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
+ * (no sizes, no results) runs without per-access tests of sizes and out. */
 static inline __attribute__((always_inline)) int
 run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
            size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
@@ -840,11 +864,14 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
     /* Nothing in a run changes the configuration, the PCID or the control state. */
     const uint16_t pcid = m->pcid;
     const uint32_t lat_l1 = m->cfg.lat_l1_hit;
+    const uint32_t lat_l12 = m->cfg.lat_l1_hit + m->cfg.lat_l2_hit;
     first_probe fp[3];
     for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
         int role = m->l1role[kind];
         first_probe *p = &fp[kind];
         memset(p, 0, sizeof(*p));
+        p->role1 = role;
+        p->role2 = m->l2role[kind];
         if (!m->first_lvl[role])
             continue;
         p->a = &m->arr[m->role_arr[role][0]];
@@ -855,15 +882,18 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
         p->ways = p->a->ways;
         p->level = m->first_lvl[role];
         p->shift = 12 + 9 * (p->level - 1);
+        p->direct_fill = m->fill_arr[role][p->level] == m->role_arr[role][0] &&
+                         m->fill_lvl[role][p->level] == p->level;
     }
     /* out[i * ostep]: every result, or (EMU_RUN_LAST_ONLY) each in turn into out[0] */
     const size_t ostep = (flags & EMU_RUN_LAST_ONLY) ? 0 : 1;
-    uint64_t hits[3] = {0, 0, 0};
-    /* The previous access when the fast path below handled it (else last_kind = 3):
-     * its 4K page, kind and entry.  A repeat of it (same page and kind) finds the same
-     * entry first, with the same rights and D, and its touch changes no decision (the
-     * entry is already the most recently used of its array: an LRU or PLRU touch of it
-     * keeps the order, SRRIP sets RRPV 0 again, FIFO and random ignore touches). */
+    uint64_t hits[3] = {0, 0, 0}, l2hits[3] = {0, 0, 0};
+    /* The previous access when the fast path below handled it as an L1 hit (else
+     * last_kind = 3): its 4K page, kind and entry.  A repeat of it (same page and kind)
+     * finds the same entry first, with the same rights and D, and its touch changes no
+     * decision (the entry is already the most recently used of its array: an LRU or
+     * PLRU touch of it keeps the order, SRRIP sets RRPV 0 again, FIFO and random ignore
+     * touches). */
     uint32_t last_kind = 3;
     uint64_t last_page = 0;
     const tlb_entry *last_e = NULL;
@@ -871,19 +901,19 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
     for (size_t i = 0; i < n; i++) {
         const uint32_t kind = kinds[i];
         if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
-            add_fast_hits(m, hits);
+            add_fast_hits(m, hits, l2hits);
             *done = i;
             return EMU_E_INVAL;
         }
         const uint64_t va = vas[i];
         const uint32_t size = sizes ? sizes[i] : 1;
-        int first_missed = 0;
+        uint64_t skip1 = 0, skip2 = 0;
         const first_probe *p = &fp[kind];
         const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
         if (kind == last_kind && va >> 12 == last_page && one_page) {
             hits[kind]++;
             if (out)
-                set_l1_hit(&out[i * ostep], last_e, va, p->shift, lat_l1);
+                set_fast_hit(&out[i * ostep], last_e, va, p->shift, EMU_HIT_L1, lat_l1);
             continue;
         }
         last_kind = 3;
@@ -909,34 +939,70 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                 }
             }
             if (w == ways) {
-                first_missed = 1;
-            } else {
-                uint8_t *ok = &p->rights_ok[((unsigned)e->rights << 4) | e->pkey];
-                if (!*ok)
-                    *ok = (uint8_t)(WALK_RIGHTS_KNOWN | walk_check_rights(&m->wcfg, kind | user,
-                                                                          e->rights, e->pkey));
-                if (*ok == WALK_RIGHTS_KNOWN &&
-                    !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
-                    tlb_touch(p->a, set, w);
-                    hits[kind]++;
-                    last_kind = kind;
-                    last_page = va >> 12;
-                    last_e = e;
-                    if (out)
-                        set_l1_hit(&out[i * ostep], e, va, p->shift, lat_l1);
-                    continue;
+                skip1 = 1;
+            } else if (!fast_deny(m, p->rights_ok, kind | user, e) &&
+                       !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                tlb_touch(p->a, set, w);
+                hits[kind]++;
+                last_kind = kind;
+                last_page = va >> 12;
+                last_e = e;
+                if (out)
+                    set_fast_hit(&out[i * ostep], e, va, p->shift, EMU_HIT_L1, lat_l1);
+                continue;
+            }
+            /* The L2 fast path, when that probe was the whole L1 lookup (the role's other
+             * probes are of sizes it holds no entry of): the first probe of xlate's L2
+             * lookup, and an L2 hit on it handled as xlate would (the same argument for
+             * a canonical va). */
+            const uint64_t mask2 = m->probe_mask[p->role2];
+            if (skip1 && mask2 && !(m->probe_mask[p->role1] & ~1ull)) {
+                const unsigned k = (unsigned)__builtin_ctzll(mask2);
+                tlb_array *a2 = &m->arr[m->probe_arr[p->role2][k]];
+                const int level2 = m->probe_lvl[p->role2][k];
+                uint32_t set2;
+                const int w2 = tlb_find(a2, va, level2, pcid, &set2);
+                if (w2 < 0) {
+                    skip2 = 1ull << k;
+                } else {
+                    const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
+                    if (!fast_deny(m, p->rights_ok, kind | user, e2) &&
+                        !(kind == EMU_ACC_WRITE && !(e2->flags & TLB_F_DIRTY))) {
+                        tlb_touch(a2, set2, (uint32_t)w2);
+                        l2hits[kind]++;
+                        if (out)
+                            set_fast_hit(&out[i * ostep], e2, va, 12 + 9 * (level2 - 1),
+                                         EMU_HIT_L2, lat_l12);
+                        /* the L1 fill (the L1 lookup missed): fill_role's entry */
+                        if (p->direct_fill && e2->level == p->level &&
+                            e2->orig_level == p->level) {
+                            /* a whole leaf of the first probe's size into its array: the
+                             * probe's set and tag, e2's fields under our PCID */
+                            tlb_entry ne = *e2;
+                            ne.pcid = pcid;
+                            ne.reserved0 = 0;
+                            if (ne.flags & TLB_F_GLOBAL)
+                                tlb_insert(p->a, set, tag, &ne);
+                            else
+                                tlb_insert_new(p->a, set, tag, &ne);
+                        } else {
+                            leaf_info li = leaf_of_entry(e2, va);
+                            fill_role(m, p->role1, va, &li, 1);
+                        }
+                        continue;
+                    }
                 }
             }
         }
         emu_mmu_result *r = out ? &out[i * ostep] : &scratch;
-        access_one(m, va, kind | user, size, r, first_missed);
+        access_one(m, va, kind | user, size, r, skip1, skip2);
         if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
-            add_fast_hits(m, hits);
+            add_fast_hits(m, hits, l2hits);
             *done = i + 1;
             return EMU_OK;
         }
     }
-    add_fast_hits(m, hits);
+    add_fast_hits(m, hits, l2hits);
     *done = n;
     return EMU_OK;
 }
