@@ -14,10 +14,13 @@
  * have PCID 0 and one size, but keeps only what such an array would ever read back: the
  * tags and the LRU state (no entries, no per-size counts).  Lines are never invalidated
  * and a fill takes the lowest invalid way, so a set's valid ways are a prefix: the set is
- * full when its last way is valid, and a probe can stop at the first invalid way. */
+ * full when its last way is valid, and a probe can stop at the first invalid way.  With
+ * at most 16 ways a probe compares one row of hints (tag_hint) first and reads the tags
+ * of the matching ways only. */
 typedef struct line_cache {
     uint32_t ways, set_mask;
     uint64_t *tags;      /* sets*ways: line + 1, 0 = invalid */
+    uint8_t *hint;       /* ways <= 16: sets*16, tag_hint of each valid way, else 0 */
     uint64_t *order;     /* ways <= 16: per set, the recency order (lru_order_touch) */
     uint64_t order_mask; /* the 4*ways bits of order holding ways */
     uint64_t *stamp;     /* ways > 16: last-use time per way (victim: the smallest) */
@@ -35,6 +38,7 @@ static int line_cache_init(line_cache *c, uint32_t sets, uint32_t ways)
     c->set_mask = sets - 1;
     c->tags = calloc(n, sizeof(*c->tags));
     if (ways <= 16) {
+        c->hint = calloc((size_t)sets * 16, 1);
         c->order = malloc(sets * sizeof(*c->order));
         if (c->order) { /* as tlb_array_init: ways 0..ways-1, unused nibbles 15 */
             uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
@@ -47,8 +51,9 @@ static int line_cache_init(line_cache *c, uint32_t sets, uint32_t ways)
     } else {
         c->stamp = calloc(n, sizeof(*c->stamp));
     }
-    if (!c->tags || (ways <= 16 ? !c->order : !c->stamp)) {
+    if (!c->tags || (ways <= 16 ? !c->order || !c->hint : !c->stamp)) {
         free(c->tags);
+        free(c->hint);
         free(c->order);
         free(c->stamp);
         memset(c, 0, sizeof(*c));
@@ -60,6 +65,7 @@ static int line_cache_init(line_cache *c, uint32_t sets, uint32_t ways)
 static void line_cache_destroy(line_cache *c)
 {
     free(c->tags);
+    free(c->hint);
     free(c->order);
     free(c->stamp);
     memset(c, 0, sizeof(*c));
@@ -153,6 +159,8 @@ static void derive_roles(emu_mmu *m)
             }
             m->fill_arr[role][leaf] = (uint8_t)best_arr;
             m->fill_lvl[role][leaf] = (uint8_t)best_level;
+            if (best_arr != NO_ARRAY && best_level != leaf)
+                m->arr[best_arr].may_fract = 1;
         }
         m->probe_n[role] = 0;
         for (uint32_t k = 0; k < m->role_n[role]; k++) {
@@ -472,6 +480,33 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     uint32_t set = (uint32_t)line & c->set_mask;
     uint32_t ways = c->ways;
     uint64_t *t = c->tags + (size_t)set * ways;
+    if (c->hint) { /* LRU over at most 16 ways, with hints */
+        uint8_t *hr = c->hint + (size_t)set * 16;
+        const uint8_t h = tag_hint(tag);
+        uint32_t w;
+        for (unsigned mk = hint16_mask(hr, h); mk; mk &= mk - 1) {
+            w = (uint32_t)__builtin_ctz(mk);
+            if (t[w] == tag) {
+                c->order[set] = lru_order_touch(c->order[set], w);
+                m->st.pte_cache_hits++;
+                return m->cfg.lat_pte_hit;
+            }
+        }
+        /* a miss: the lowest invalid way, else the victim, the last of the order */
+        const unsigned invalid = hint16_mask(hr, 0) & ((1u << ways) - 1);
+        const uint64_t o = c->order[set];
+        if (invalid) {
+            w = (uint32_t)__builtin_ctz(invalid);
+            c->order[set] = lru_order_touch(o, w);
+        } else { /* the victim moves to the front */
+            w = (uint32_t)(o >> (4 * (ways - 1))) & 0xF;
+            c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
+        }
+        t[w] = tag;
+        hr[w] = h;
+        m->st.pte_cache_misses++;
+        return m->cfg.lat_pte_miss;
+    }
     /* A line's tag is in a set at most once (inserted only after a miss), so a match
      * in the most recently used way is the match; touching it changes nothing. */
     if (c->order && t[c->order[set] & 0xF] == tag) {

@@ -49,6 +49,7 @@ typedef struct tlb_array {
     uint64_t clock;     /* LRU time */
     uint64_t rng;       /* xorshift64* state for the random policy */
     uint32_t nfract;    /* valid entries with orig_level > level */
+    uint32_t may_fract; /* fills may store fractured pieces here (else nfract stays 0) */
 } tlb_array;
 
 #define TLB_TAG_LEVEL_BITS 3 /* levels 1..5 (PSCs go up to PML5) */
@@ -57,6 +58,28 @@ typedef struct tlb_array {
 static inline uint64_t tlb_tag(uint64_t va, int level)
 {
     return ((va >> (12 + 9 * (level - 1))) << TLB_TAG_LEVEL_BITS) | (uint64_t)level;
+}
+
+/* A way's hint in a set-associative probe: 7 bits of a hash of its tag with bit 0 set, so
+ * never 0 (an invalid way).  A way whose hint differs from the probed tag's cannot hold
+ * it, so a probe compares the tags of the other ways only. */
+static inline uint8_t tag_hint(uint64_t tag)
+{
+    return (uint8_t)(((tag * 0x9E3779B97F4A7C15ull) >> 56) | 1u);
+}
+
+/* Bit i set when h[i] equals v (i = 0..15). */
+static inline unsigned hint16_mask(const uint8_t *h, uint8_t v)
+{
+#ifdef __SSE2__
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)h);
+    return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8((char)v)));
+#else
+    unsigned mk = 0;
+    for (unsigned i = 0; i < 16; i++)
+        mk |= (unsigned)(h[i] == v) << i;
+    return mk;
+#endif
 }
 
 int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, uint32_t ways,
@@ -192,9 +215,11 @@ tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
         } else {
             w = tlb_victim(a, set);
         }
-        const tlb_entry *old = &a->e[base + w];
-        a->nfract = a->nfract + (uint32_t)(ent->orig_level > ent->level) -
-                    (uint32_t)(old->orig_level > old->level);
+        if (a->may_fract) {
+            const tlb_entry *old = &a->e[base + w];
+            a->nfract = a->nfract + (uint32_t)(ent->orig_level > ent->level) -
+                        (uint32_t)(old->orig_level > old->level);
+        }
         if ((t[w] ^ tag) & TLB_TAG_LEVEL_MASK) { /* the counts change only across sizes */
             tlb_level_sub(a, t[w]);
             tlb_level_add(a, tag);
