@@ -82,6 +82,7 @@ struct emu_mmu {
     int has_ptec;
     emu_mmu_control ctl;
     emu_walk_cfg wcfg;
+    walk_masks wmasks; /* of wcfg */
     uint16_t pcid;
     emu_mmu_stats st;
     /* arrays per role, in configuration order */
@@ -128,6 +129,7 @@ static void derive_walk_cfg(emu_mmu *m)
     m->wcfg.maxphyaddr = m->cfg.maxphyaddr;
     m->wcfg.reserved0 = 0;
     m->pcid = c->cr4_pcide ? (uint16_t)(c->cr3 & 0xFFF) : 0;
+    walk_masks_init(&m->wmasks, &m->wcfg);
     memset(m->rights_ok, 0, sizeof(m->rights_ok));
 }
 
@@ -600,7 +602,8 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
     walk_trace tr;
     tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
     tr.leaf = 0;      /* (set on success; this keeps -Wmaybe-uninitialized quiet) */
-    walk_from(m->mem, &m->wcfg, va, access, start, wr, NULL, &tr, m->rights_ok[access]);
+    walk_from(m->mem, &m->wcfg, &m->wmasks, va, access, start, wr, NULL, &tr,
+              m->rights_ok[access]);
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
         if (!(tr.read_mask & (1u << (l - 1))))

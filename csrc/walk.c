@@ -72,8 +72,8 @@ static int access_ok(uint32_t access)
            !(access & ~(uint32_t)(EMU_ACC_KIND_MASK | EMU_ACC_USER | EMU_ACC_IMPLICIT));
 }
 
-static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
-                     emu_walk_result *out, emu_walk_path *path)
+static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, const walk_masks *wm,
+                     uint64_t va, uint32_t access, emu_walk_result *out, emu_walk_path *path)
 {
     if (!va_canonical(va, (cfg->flags & EMU_WF_LA57) != 0)) {
         /* #GP(0): no paging structure is read and CR2 is untouched (SDM 3A 4.5) */
@@ -81,7 +81,7 @@ static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint3
         out->vector = EMU_VEC_GP;
         return;
     }
-    walk_from(m, cfg, va, access, walk_top(cfg), out, path, NULL, NULL);
+    walk_from(m, cfg, wm, va, access, walk_top(cfg), out, path, NULL, NULL);
 }
 
 int emu_walk(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
@@ -92,7 +92,9 @@ int emu_walk(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t acce
         memset(path, 0, sizeof(*path));
     if (walk_cfg_check(cfg) != EMU_OK || !access_ok(access))
         return EMU_E_INVAL;
-    walk_one(m, cfg, va, access, out, path);
+    walk_masks wm;
+    walk_masks_init(&wm, cfg);
+    walk_one(m, cfg, &wm, va, access, out, path);
     return EMU_OK;
 }
 
@@ -111,7 +113,9 @@ int emu_walk_batch(emu_physmem *m, const emu_walk_cfg *cfg, const uint64_t *vas,
     }
     if (bad)
         return EMU_E_INVAL;
+    walk_masks wm;
+    walk_masks_init(&wm, cfg);
     for (size_t i = 0; i < n; i++)
-        walk_one(m, cfg, vas[i], access[i], &out[i], NULL);
+        walk_one(m, cfg, &wm, vas[i], access[i], &out[i], NULL);
     return EMU_OK;
 }

@@ -2,6 +2,8 @@
  * down, from a paging-structure-cache hit).  Not part of the cffi contract. */
 #ifndef EMU_WALK_IMPL_H
 #define EMU_WALK_IMPL_H
+#include <string.h>
+
 #include "physmem_impl.h"
 
 #define RIGHT_RW 0x1 /* R/W ANDed across levels (SDM 3A 4.6.1) */
@@ -113,6 +115,26 @@ static inline uint64_t reserved_mask_before_leaf(const emu_walk_cfg *cfg, int le
     return m;
 }
 
+/* The reserved-bit masks of a configuration, indexed [PS bit of the entry][level]: rsvd
+ * as reserved_mask, before as reserved_mask_before_leaf (both depend on the entry only
+ * through PS). */
+typedef struct walk_masks {
+    uint64_t rsvd[2][6];
+    uint64_t before[2][6];
+} walk_masks;
+
+static inline void walk_masks_init(walk_masks *wm, const emu_walk_cfg *cfg)
+{
+    memset(wm, 0, sizeof(*wm));
+    for (int ps = 0; ps < 2; ps++) {
+        uint64_t e = ps ? EMU_PTE_PS : 0;
+        for (int level = EMU_LVL_PT; level <= EMU_LVL_PML5; level++) {
+            wm->rsvd[ps][level] = reserved_mask(cfg, level, e);
+            wm->before[ps][level] = reserved_mask_before_leaf(cfg, level, e);
+        }
+    }
+}
+
 static inline void set_fault(emu_walk_result *out, uint64_t va, uint32_t ec, int level)
 {
     out->pa = 0;
@@ -124,13 +146,14 @@ static inline void set_fault(emu_walk_result *out, uint64_t va, uint32_t ec, int
 }
 
 /* Walks from start, checks rights, applies the A/D policy.  path and tr may be NULL.
- * cfg must already be validated.  rights_cache: NULL, or a table indexed by
- * rights << 4 | pkey of walk_check_rights results for this cfg and access (see
- * WALK_RIGHTS_KNOWN), filled as it goes.  Inline: the MMU's walks are hot. */
+ * cfg must already be validated and wm made from it (walk_masks_init).  rights_cache:
+ * NULL, or a table indexed by rights << 4 | pkey of walk_check_rights results for this
+ * cfg and access (see WALK_RIGHTS_KNOWN), filled as it goes.  Inline: the MMU's walks
+ * are hot. */
 static inline __attribute__((always_inline)) void
-walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
-          walk_start start, emu_walk_result *out, emu_walk_path *path, walk_trace *tr,
-          uint8_t *rights_cache)
+walk_from(emu_physmem *m, const emu_walk_cfg *cfg, const walk_masks *wm, uint64_t va,
+          uint32_t access, walk_start start, emu_walk_result *out, emu_walk_path *path,
+          walk_trace *tr, uint8_t *rights_cache)
 {
     const int qemu = (cfg->flags & EMU_WF_A_QEMU) != 0;
     const int nxe = (cfg->flags & EMU_WF_NXE) != 0;
@@ -140,6 +163,9 @@ walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
     uint64_t table = start.table_pa;
     unsigned rights = start.rights;
     int level;
+    /* A bits missing in the entries read: without any (and with D already set in the
+     * leaf of a write) the A/D update below would write nothing */
+    uint64_t missing = 0;
 
     out->rights = 0;
     out->pkey = 0;
@@ -162,8 +188,9 @@ walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
             set_fault(out, va, walk_access_ec(cfg, access), level); /* P=0: reserved bits ignored */
             return;
         }
-        uint64_t rsvd = qemu ? reserved_mask_before_leaf(cfg, level, e)
-                             : reserved_mask(cfg, level, e);
+        const unsigned ps = (e & EMU_PTE_PS) != 0;
+        uint64_t rsvd = qemu ? wm->before[ps][level] : wm->rsvd[ps][level];
+        missing |= ~e & EMU_PTE_A;
         if (e & rsvd) {
             set_fault(out, va, walk_access_ec(cfg, access) | EMU_PF_P | EMU_PF_RSVD, level);
             return;
@@ -192,7 +219,8 @@ walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
 
     uint64_t e = entry[level];
     if (qemu) { /* the 1 GiB alignment bits, checked after A was set */
-        uint64_t late = reserved_mask(cfg, level, e) & ~reserved_mask_before_leaf(cfg, level, e);
+        const unsigned ps = (e & EMU_PTE_PS) != 0;
+        uint64_t late = wm->rsvd[ps][level] & ~wm->before[ps][level];
         if (e & late) {
             set_fault(out, va, walk_access_ec(cfg, access) | EMU_PF_P | EMU_PF_RSVD, level);
             return;
@@ -217,13 +245,18 @@ walk_from(emu_physmem *m, const emu_walk_cfg *cfg, uint64_t va, uint32_t access,
 
     /* Allowed: A in every entry used, D in the leaf for a write (SDM 3A 4.8). */
     const uint64_t dbit = (access & EMU_ACC_KIND_MASK) == EMU_ACC_WRITE ? EMU_PTE_D : 0;
-    for (int l = top; l >= level; l--) {
-        uint64_t v = *entry_ptr[l]; /* re-read: QEMU mode or an alias may have set A */
-        uint64_t nv = v | EMU_PTE_A | (l == level ? dbit : 0);
-        if (nv != v)
-            *entry_ptr[l] = nv;
-        if (tr && l == level)
-            tr->leaf = nv;
+    if (!(missing | (dbit & ~e))) { /* every bit already set; no store was made */
+        if (tr)
+            tr->leaf = e;
+    } else {
+        for (int l = top; l >= level; l--) {
+            uint64_t v = *entry_ptr[l]; /* re-read: QEMU mode or an alias may have set A */
+            uint64_t nv = v | EMU_PTE_A | (l == level ? dbit : 0);
+            if (nv != v)
+                *entry_ptr[l] = nv;
+            if (tr && l == level)
+                tr->leaf = nv;
+        }
     }
 
     uint64_t size = level_page_size(level);
