@@ -914,15 +914,14 @@ def test_run_user_flag_applies_to_every_access(make: Factory) -> None:
 
 
 def test_walk_heavy_run_equals_ref_past_the_prefetch_windows() -> None:
-    # Long and walk-heavy enough that the C core prefetches leaf entries ahead (host-side
-    # only, from the second window of 64 accesses on): every result and counter must be
-    # the reference's.  3,000 pages one 2 MiB region apart (more than the STLB holds),
-    # and 500 unmapped ones.
+    # Long and walk-heavy enough that the C core prefetches leaf entries ahead
+    # (host-side only, from the second window of 64 accesses on): every result and
+    # counter must be the reference's.  3,000 pages one 2 MiB region apart (more than
+    # the STLB holds), and 500 unmapped ones.
     rng = np.random.default_rng(7)
     slots = 0x40_0000 + 0x20_1000 * np.arange(3500, dtype=np.uint64)
-    vas = slots[rng.integers(0, slots.size, 20_000)] + rng.integers(0, 512, 20_000).astype(
-        np.uint64
-    ) * np.uint64(8)
+    offsets = rng.integers(0, 512, 20_000).astype(np.uint64) * np.uint64(8)
+    vas = slots[rng.integers(0, slots.size, 20_000)] + offsets
     kinds = rng.integers(0, 3, vas.size).astype(np.uint8)
     got = []
     for m in (_c_factory()(), _ref_factory()()):
