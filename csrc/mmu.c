@@ -899,6 +899,7 @@ static inline uint32_t fast_deny(emu_mmu *m, uint8_t *rights_ok, uint32_t access
 #define PREFETCH_AHEAD 8 /* accesses between the prefetch and the walk */
 #define PREFETCH_WINDOW 64 /* accesses per decision */
 #define PREFETCH_MIN_WALKS 4 /* walks in the last window that turn prefetching on */
+#define PREFETCH_RECENT 64 /* lines remembered as prefetched (a hot set's stay cached) */
 
 /* The page table (host pointer) below the 2 MiB region of va, or NULL when there is none
  * (no table, or a large leaf). */
@@ -926,7 +927,8 @@ typedef struct pt_memo {
     const uint64_t *table[PT_MEMO];
 } pt_memo;
 
-static inline void prefetch_walk(const emu_mmu *m, pt_memo *pm, uint64_t va)
+static __attribute__((noinline)) void prefetch_walk(const emu_mmu *m, pt_memo *pm,
+                                                  uint64_t va)
 {
     const uint64_t region = va >> 21;
     const unsigned k = (unsigned)region & (PT_MEMO - 1);
@@ -936,6 +938,44 @@ static inline void prefetch_walk(const emu_mmu *m, pt_memo *pm, uint64_t va)
     }
     if (pm->table[k])
         __builtin_prefetch(pm->table[k] + va_index(va, EMU_LVL_PT));
+}
+
+/* What emu_mmu_run keeps for prefetch_walk.  Accesses are counted in windows of
+ * PREFETCH_WINDOW; prefetching is on in a window when the previous one (as far as the
+ * accesses that reached the slow path show: L1 hits never walk) walked at least
+ * PREFETCH_MIN_WALKS times. */
+typedef struct ahead_state {
+    size_t window_end; /* index where the current window ends */
+    uint32_t walks;    /* walks in the current window */
+    uint32_t on;       /* prefetching in the current window */
+    uint64_t last_line; /* va >> 15 of the last access looked at ahead */
+    uint64_t recent[PREFETCH_RECENT]; /* lines prefetched lately, by their low bits */
+    pt_memo memo;
+} ahead_state;
+
+/* Called for access i on the slow path (an L1 miss, or a hit the fast path cannot
+ * take): prefetches for access i + PREFETCH_AHEAD, once per 64-byte line of leaf
+ * entries (8 4K pages, 32 KiB), not for the line right after the previous one (the
+ * host's own prefetcher follows sequential streams), and not for a line still in the
+ * small table of recent prefetches (a hot set's lines stay in the host's caches). */
+static inline __attribute__((always_inline)) void
+ahead(const emu_mmu *m, ahead_state *ah, const uint64_t *vas, size_t i, size_t n)
+{
+    if (i >= ah->window_end) {
+        ah->on = ah->walks >= PREFETCH_MIN_WALKS;
+        ah->walks = 0;
+        ah->window_end = i + PREFETCH_WINDOW;
+    }
+    if (!ah->on || n - i <= PREFETCH_AHEAD)
+        return;
+    const uint64_t va = vas[i + PREFETCH_AHEAD];
+    const uint64_t line = va >> 15;
+    uint64_t *r = &ah->recent[line & (PREFETCH_RECENT - 1)];
+    if (line - ah->last_line > 1 && *r != line) {
+        *r = line;
+        prefetch_walk(m, &ah->memo, va);
+    }
+    ah->last_line = line;
 }
 
 /* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
@@ -982,132 +1022,120 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
     uint64_t last_page = 0;
     const tlb_entry *last_e = NULL;
     emu_mmu_result scratch;
-    /* prefetch_walk for the access PREFETCH_AHEAD on while the last window walked often */
-    uint32_t walks = 0;
-    uint64_t last_line = ~1ull; /* va >> 15 of the last access looked at ahead */
-    pt_memo memo;
-    memset(memo.region, 0xFF, sizeof(memo.region));
-    for (size_t start = 0; start < n; start += PREFETCH_WINDOW) {
-        const size_t end = n - start > PREFETCH_WINDOW ? start + PREFETCH_WINDOW : n;
-        /* prefetch_walk ahead of the accesses before pf_end: all of this window's that
-         * have one PREFETCH_AHEAD later, when the last window walked often */
-        size_t pf_end = 0;
-        if (walks >= PREFETCH_MIN_WALKS && n > PREFETCH_AHEAD)
-            pf_end = end < n - PREFETCH_AHEAD ? end : n - PREFETCH_AHEAD;
-        walks = 0;
-        for (size_t i = start; i < end; i++) {
-            if (i < pf_end) {
-                /* one prefetch per 64-byte line of leaf entries (8 4K pages, 32 KiB), and
-                 * none for the line after the last one: the host's own prefetcher follows
-                 * sequential streams */
-                const uint64_t line = vas[i + PREFETCH_AHEAD] >> 15;
-                if (line - last_line > 1)
-                    prefetch_walk(m, &memo, vas[i + PREFETCH_AHEAD]);
-                last_line = line;
+    ahead_state ah;
+    memset(&ah, 0, sizeof(ah));
+    ah.window_end = PREFETCH_WINDOW;
+    ah.last_line = ~1ull;
+    memset(ah.recent, 0xFF, sizeof(ah.recent));
+    memset(ah.memo.region, 0xFF, sizeof(ah.memo.region));
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t kind = kinds[i];
+        if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
+            add_fast_hits(m, hits, l2hits);
+            *done = i;
+            return EMU_E_INVAL;
+        }
+        const uint64_t va = vas[i];
+        const uint32_t size = sizes ? sizes[i] : 1;
+        uint64_t skip1 = 0, skip2 = 0;
+        int ahead_done = 0;
+        const first_probe *p = &fp[kind];
+        const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
+        if (kind == last_kind && va >> 12 == last_page && one_page) {
+            hits[kind]++;
+            if (out)
+                set_fast_hit(&out[i * ostep], last_e, va, p->shift, EMU_HIT_L1, lat_l1);
+            continue;
+        }
+        last_kind = 3;
+        if (p->a && one_page) {
+            /* The L1 fast path: the first probe of xlate's L1 lookup.  A hit there is
+             * what the lookup finds first; when the rights allow the access and no D
+             * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
+             * implies a canonical va: entries only exist for canonical pages under the
+             * current LA57 setting, and the tag is every bit of va above the page.) */
+            const uint64_t vpn = va >> p->shift;
+            const uint64_t tag = (vpn << TLB_TAG_LEVEL_BITS) | p->level;
+            const uint32_t set = (uint32_t)vpn & p->set_mask;
+            const size_t base = (size_t)set * p->ways;
+            const uint64_t *t = p->tags + base;
+            const uint32_t ways = p->ways;
+            const tlb_entry *e = NULL;
+            uint32_t w;
+            for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
+                if (t[w] == tag) {
+                    e = &p->e[base + w];
+                    if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                        break;
+                }
             }
-            const uint32_t kind = kinds[i];
-            if (kind > EMU_ACC_FETCH) { /* checked as it comes: nothing done for it */
-                add_fast_hits(m, hits, l2hits);
-                *done = i;
-                return EMU_E_INVAL;
-            }
-            const uint64_t va = vas[i];
-            const uint32_t size = sizes ? sizes[i] : 1;
-            uint64_t skip1 = 0, skip2 = 0;
-            const first_probe *p = &fp[kind];
-            const int one_page = size <= 1 || (va & 0xFFF) + size <= 4096;
-            if (kind == last_kind && va >> 12 == last_page && one_page) {
+            if (w == ways) {
+                skip1 = 1;
+            } else if (!fast_deny(m, p->rights_ok, kind | user, e) &&
+                       !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
+                tlb_touch(p->a, set, w);
                 hits[kind]++;
+                last_kind = kind;
+                last_page = va >> 12;
+                last_e = e;
                 if (out)
-                    set_fast_hit(&out[i * ostep], last_e, va, p->shift, EMU_HIT_L1, lat_l1);
+                    set_fast_hit(&out[i * ostep], e, va, p->shift, EMU_HIT_L1, lat_l1);
                 continue;
             }
-            last_kind = 3;
-            if (p->a && one_page) {
-                /* The L1 fast path: the first probe of xlate's L1 lookup.  A hit there is
-                 * what the lookup finds first; when the rights allow the access and no D
-                 * walk is needed it is an L1 hit, handled here as xlate would.  (A hit
-                 * implies a canonical va: entries only exist for canonical pages under the
-                 * current LA57 setting, and the tag is every bit of va above the page.) */
-                const uint64_t vpn = va >> p->shift;
-                const uint64_t tag = (vpn << TLB_TAG_LEVEL_BITS) | p->level;
-                const uint32_t set = (uint32_t)vpn & p->set_mask;
-                const size_t base = (size_t)set * p->ways;
-                const uint64_t *t = p->tags + base;
-                const uint32_t ways = p->ways;
-                const tlb_entry *e = NULL;
-                uint32_t w;
-                for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
-                    if (t[w] == tag) {
-                        e = &p->e[base + w];
-                        if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
-                            break;
-                    }
-                }
-                if (w == ways) {
-                    skip1 = 1;
-                } else if (!fast_deny(m, p->rights_ok, kind | user, e) &&
-                           !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
-                    tlb_touch(p->a, set, w);
-                    hits[kind]++;
-                    last_kind = kind;
-                    last_page = va >> 12;
-                    last_e = e;
-                    if (out)
-                        set_fast_hit(&out[i * ostep], e, va, p->shift, EMU_HIT_L1, lat_l1);
-                    continue;
-                }
-                /* The L2 fast path, when that probe was the whole L1 lookup (the role's other
-                 * probes are of sizes it holds no entry of): the first probe of xlate's L2
-                 * lookup, and an L2 hit on it handled as xlate would (the same argument for
-                 * a canonical va). */
-                const uint64_t mask2 = m->probe_mask[p->role2];
-                if (skip1 && mask2 && !(m->probe_mask[p->role1] & ~1ull)) {
-                    const unsigned k = (unsigned)__builtin_ctzll(mask2);
-                    tlb_array *a2 = &m->arr[m->probe_arr[p->role2][k]];
-                    const int level2 = m->probe_lvl[p->role2][k];
-                    uint32_t set2;
-                    const int w2 = tlb_find(a2, va, level2, pcid, &set2);
-                    if (w2 < 0) {
-                        skip2 = 1ull << k;
-                    } else {
-                        const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
-                        if (!fast_deny(m, p->rights_ok, kind | user, e2) &&
-                            !(kind == EMU_ACC_WRITE && !(e2->flags & TLB_F_DIRTY))) {
-                            tlb_touch(a2, set2, (uint32_t)w2);
-                            l2hits[kind]++;
-                            if (out)
-                                set_fast_hit(&out[i * ostep], e2, va, 12 + 9 * (level2 - 1),
-                                             EMU_HIT_L2, lat_l12);
-                            /* the L1 fill (the L1 lookup missed): fill_role's entry */
-                            if (p->direct_fill && e2->level == p->level &&
-                                e2->orig_level == p->level) {
-                                /* a whole leaf of the first probe's size into its array: the
-                                 * probe's set and tag, e2's fields under our PCID */
-                                tlb_entry ne = *e2;
-                                ne.pcid = pcid;
-                                ne.reserved0 = 0;
-                                if (ne.flags & TLB_F_GLOBAL)
-                                    tlb_insert(p->a, set, tag, &ne);
-                                else
-                                    tlb_insert_new(p->a, set, tag, &ne);
-                            } else {
-                                leaf_info li = leaf_of_entry(e2, va);
-                                fill_role(m, p->role1, va, &li, 1);
-                            }
-                            continue;
+            ahead(m, &ah, vas, i, n); /* an L1 miss (or a slow hit): look ahead */
+            ahead_done = 1;
+            /* The L2 fast path, when that probe was the whole L1 lookup (the role's other
+             * probes are of sizes it holds no entry of): the first probe of xlate's L2
+             * lookup, and an L2 hit on it handled as xlate would (the same argument for
+             * a canonical va). */
+            const uint64_t mask2 = m->probe_mask[p->role2];
+            if (skip1 && mask2 && !(m->probe_mask[p->role1] & ~1ull)) {
+                const unsigned k = (unsigned)__builtin_ctzll(mask2);
+                tlb_array *a2 = &m->arr[m->probe_arr[p->role2][k]];
+                const int level2 = m->probe_lvl[p->role2][k];
+                uint32_t set2;
+                const int w2 = tlb_find(a2, va, level2, pcid, &set2);
+                if (w2 < 0) {
+                    skip2 = 1ull << k;
+                } else {
+                    const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
+                    if (!fast_deny(m, p->rights_ok, kind | user, e2) &&
+                        !(kind == EMU_ACC_WRITE && !(e2->flags & TLB_F_DIRTY))) {
+                        tlb_touch(a2, set2, (uint32_t)w2);
+                        l2hits[kind]++;
+                        if (out)
+                            set_fast_hit(&out[i * ostep], e2, va, 12 + 9 * (level2 - 1),
+                                         EMU_HIT_L2, lat_l12);
+                        /* the L1 fill (the L1 lookup missed): fill_role's entry */
+                        if (p->direct_fill && e2->level == p->level &&
+                            e2->orig_level == p->level) {
+                            /* a whole leaf of the first probe's size into its array: the
+                             * probe's set and tag, e2's fields under our PCID */
+                            tlb_entry ne = *e2;
+                            ne.pcid = pcid;
+                            ne.reserved0 = 0;
+                            if (ne.flags & TLB_F_GLOBAL)
+                                tlb_insert(p->a, set, tag, &ne);
+                            else
+                                tlb_insert_new(p->a, set, tag, &ne);
+                        } else {
+                            leaf_info li = leaf_of_entry(e2, va);
+                            fill_role(m, p->role1, va, &li, 1);
                         }
+                        continue;
                     }
                 }
             }
-            emu_mmu_result *r = out ? &out[i * ostep] : &scratch;
-            access_one(m, va, kind | user, size, r, skip1, skip2);
-            walks += r->hit == EMU_HIT_WALK;
-            if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
-                add_fast_hits(m, hits, l2hits);
-                *done = i + 1;
-                return EMU_OK;
-            }
+        }
+        if (!ahead_done)
+            ahead(m, &ah, vas, i, n);
+        emu_mmu_result *r = out ? &out[i * ostep] : &scratch;
+        access_one(m, va, kind | user, size, r, skip1, skip2);
+        ah.walks += r->hit == EMU_HIT_WALK;
+        if (r->vector != EMU_VEC_NONE && (flags & EMU_RUN_STOP_ON_FAULT)) {
+            add_fast_hits(m, hits, l2hits);
+            *done = i + 1;
+            return EMU_OK;
         }
     }
     add_fast_hits(m, hits, l2hits);
