@@ -21,6 +21,9 @@ typedef struct line_cache {
     uint32_t ways, set_mask;
     uint64_t *tags;      /* sets*ways: line + 1, 0 = invalid */
     uint8_t *hint;       /* ways <= 16: sets*16, tag_hint of each valid way, else 0 */
+    uint64_t last_tag;   /* the tag of the last probe (0: none): the most recently used
+                            line of its set, so probing it again is a hit that changes
+                            no replacement state */
     uint64_t *order;     /* ways <= 16: per set, the recency order (lru_order_touch) */
     uint64_t order_mask; /* the 4*ways bits of order holding ways */
     uint64_t *stamp;     /* ways > 16: last-use time per way (victim: the smallest) */
@@ -482,6 +485,11 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     uint32_t set = (uint32_t)line & c->set_mask;
     uint32_t ways = c->ways;
     uint64_t *t = c->tags + (size_t)set * ways;
+    if (tag == c->last_tag) { /* e.g. the walks of neighbouring 4K pages */
+        m->st.pte_cache_hits++;
+        return m->cfg.lat_pte_hit;
+    }
+    c->last_tag = tag; /* every path below leaves the line most recently used */
     if (c->hint) { /* LRU over at most 16 ways, with hints */
         uint8_t *hr = c->hint + (size_t)set * 16;
         const uint8_t h = tag_hint(tag);
