@@ -42,15 +42,7 @@ static int line_cache_init(line_cache *c, uint32_t sets, uint32_t ways)
     c->tags = calloc(n, sizeof(*c->tags));
     if (ways <= 16) {
         c->hint = calloc((size_t)sets * 16, 1);
-        c->order = malloc(sets * sizeof(*c->order));
-        if (c->order) { /* as tlb_array_init: ways 0..ways-1, unused nibbles 15 */
-            uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
-            for (uint32_t w = 0; w < ways; w++)
-                init |= (uint64_t)w << (4 * w);
-            for (uint32_t s = 0; s < sets; s++)
-                c->order[s] = init;
-            c->order_mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
-        }
+        c->order = lru_order_new(sets, ways, &c->order_mask);
     } else {
         c->stamp = calloc(n, sizeof(*c->stamp));
     }

@@ -35,17 +35,7 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->e = calloc(n, sizeof(*a->e));
     int use_order = policy == EMU_POL_LRU && ways <= 16;
     if (use_order) {
-        a->order = malloc(sets * sizeof(*a->order));
-        if (a->order) {
-            /* ways 0..ways-1 in any order (the first ways-1 touches of a set happen
-             * before it is full); unused nibbles hold 15, never a way here */
-            uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
-            for (uint32_t w = 0; w < ways; w++)
-                init |= (uint64_t)w << (4 * w);
-            for (uint32_t s = 0; s < sets; s++)
-                a->order[s] = init;
-            a->order_mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
-        }
+        a->order = lru_order_new(sets, ways, &a->order_mask);
     } else {
         a->stamp = calloc(n, sizeof(*a->stamp));
     }

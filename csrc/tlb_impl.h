@@ -2,6 +2,8 @@
  * paging-structure cache) and its replacement policies.  Not part of the cffi contract. */
 #ifndef EMU_TLB_IMPL_H
 #define EMU_TLB_IMPL_H
+#include <stdlib.h>
+
 #include "emu.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -139,6 +141,24 @@ static inline uint64_t lru_order_touch(uint64_t o, uint32_t way)
     uint64_t below = o & ((1ull << sh) - 1);
     uint64_t above = o & ((~0ull << sh) << 4);
     return above | (below << 4) | way;
+}
+
+/* A new recency order array for sets of ways <= 16 ways: in every set the ways 0..ways-1
+ * in any order (the first ways-1 touches of a set happen before it is full), unused
+ * nibbles 15, never a way here.  NULL when out of memory; *mask: the 4*ways bits that
+ * hold ways. */
+static inline uint64_t *lru_order_new(uint32_t sets, uint32_t ways, uint64_t *mask)
+{
+    uint64_t *order = malloc(sets * sizeof(*order));
+    if (!order)
+        return NULL;
+    uint64_t init = ways == 16 ? 0 : ~0ull << (4 * ways);
+    for (uint32_t w = 0; w < ways; w++)
+        init |= (uint64_t)w << (4 * w);
+    for (uint32_t s = 0; s < sets; s++)
+        order[s] = init;
+    *mask = ways == 16 ? ~0ull : (1ull << (4 * ways)) - 1;
+    return order;
 }
 
 /* Marks (set, way) most recently used under the array's policy. */
