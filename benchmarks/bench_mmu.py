@@ -339,7 +339,7 @@ def test_mmu_run(
     times = [seconds] if benchmark.disabled or benchmark.stats is None else None
     if times is None:
         times = list(benchmark.stats.stats.data)
-    pairs = zip(times, base.runs, strict=False)
+    pairs = zip(times, base.runs[-len(times) :], strict=True)
     row.ratio = statistics.median(n / t / b["accesses_per_s"] for t, b in pairs)
     benchmark.extra_info.update(baseline_per_s=row.base_per_s, ratio=row.ratio)
 

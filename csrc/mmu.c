@@ -482,7 +482,7 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
         return m->cfg.lat_pte_hit;
     }
     c->last_tag = tag; /* every path below leaves the line most recently used */
-    if (c->hint) { /* LRU over at most 16 ways, with hints */
+    if (c->hint) { /* at most 16 ways: LRU by recency order, with hints */
         uint8_t *hr = c->hint + (size_t)set * 16;
         const uint8_t h = tag_hint(tag);
         uint32_t w;
@@ -509,12 +509,8 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
         m->st.pte_cache_misses++;
         return m->cfg.lat_pte_miss;
     }
-    /* A line's tag is in a set at most once (inserted only after a miss), so a match
-     * in the most recently used way is the match; touching it changes nothing. */
-    if (c->order && t[c->order[set] & 0xF] == tag) {
-        m->st.pte_cache_hits++;
-        return m->cfg.lat_pte_hit;
-    }
+    /* more than 16 ways: LRU by time stamps */
+    uint64_t *st = c->stamp + (size_t)set * ways;
     uint32_t w = 0;
     /* four ways per step while all four are valid and none matches */
     for (; w + 4 <= ways; w += 4)
@@ -522,33 +518,19 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
             break; /* !t[w + 3] also catches an invalid t[w..w+2]: valid ways are a prefix */
     for (; w < ways && t[w] != 0; w++) {
         if (t[w] == tag) {
-            if (c->order)
-                c->order[set] = lru_order_touch(c->order[set], w);
-            else
-                c->stamp[(size_t)set * ways + w] = ++c->clock;
+            st[w] = ++c->clock;
             m->st.pte_cache_hits++;
             return m->cfg.lat_pte_hit;
         }
     }
     /* a miss; w is the first invalid way, or ways when the set is full */
-    if (w == ways) {
-        if (c->order) { /* the victim, the last of the order, moves to the front */
-            uint64_t o = c->order[set];
-            w = (uint32_t)(o >> (4 * (ways - 1))) & 0xF;
-            c->order[set] = ((o << 4) & c->order_mask) | (o & ~c->order_mask) | w;
-        } else { /* the smallest stamp (distinct in a full set), as tlb_victim */
-            const uint64_t *st = c->stamp + (size_t)set * ways;
-            w = 0;
-            for (uint32_t v = 1; v < ways; v++)
-                if (st[v] < st[w])
-                    w = v;
-            c->stamp[(size_t)set * ways + w] = ++c->clock;
-        }
-    } else if (c->order) {
-        c->order[set] = lru_order_touch(c->order[set], w);
-    } else {
-        c->stamp[(size_t)set * ways + w] = ++c->clock;
+    if (w == ways) { /* the smallest stamp (distinct in a full set), as tlb_victim */
+        w = 0;
+        for (uint32_t v = 1; v < ways; v++)
+            if (st[v] < st[w])
+                w = v;
     }
+    st[w] = ++c->clock;
     t[w] = tag;
     m->st.pte_cache_misses++;
     return m->cfg.lat_pte_miss;
@@ -671,12 +653,14 @@ static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
     }
 }
 
-/* walk_check_rights(access, e's rights and key), from a table filled as it goes: the
- * answer depends only on the access code, the rights, the key and the control state
- * (derive_walk_cfg clears the table whenever that changes). */
-static inline uint32_t rights_deny(emu_mmu *m, uint32_t access, const tlb_entry *e)
+/* walk_check_rights(access, e's rights and key), from a table filled as it goes:
+ * table is m->rights_ok[access].  The answer depends only on the access code, the
+ * rights, the key and the control state (derive_walk_cfg clears the tables whenever that
+ * changes).  0 when allowed, else the #PF error-code bits beyond W/U/I. */
+static inline uint32_t rights_deny(emu_mmu *m, uint8_t *table, uint32_t access,
+                                   const tlb_entry *e)
 {
-    uint8_t *c = &m->rights_ok[access][((unsigned)e->rights << 4) | e->pkey];
+    uint8_t *c = &table[((unsigned)e->rights << 4) | e->pkey];
     if (!*c)
         *c = (uint8_t)(WALK_RIGHTS_KNOWN |
                        walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
@@ -721,7 +705,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     }
     if (found) {
         tlb_entry *e = &h.a->e[(size_t)h.set * h.a->ways + h.way];
-        uint32_t deny = rights_deny(m, access, e);
+        uint32_t deny = rights_deny(m, m->rights_ok[access], access, e);
         if (deny) { /* refused by the cached rights: a #PF, which drops the entries */
             m->st.page_faults++;
             fault_invalidate(m, va);
@@ -878,18 +862,6 @@ static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t 
     r->crossed = 0;
     r->reserved0 = 0;
     r->cycles = cycles;
-}
-
-/* The cached verdict of walk_check_rights for entry e and access code `access` (see
- * rights_deny): nonzero when the access is refused. */
-static inline uint32_t fast_deny(emu_mmu *m, uint8_t *rights_ok, uint32_t access,
-                                 const tlb_entry *e)
-{
-    uint8_t *ok = &rights_ok[((unsigned)e->rights << 4) | e->pkey];
-    if (!*ok)
-        *ok = (uint8_t)(WALK_RIGHTS_KNOWN |
-                        walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
-    return *ok ^ WALK_RIGHTS_KNOWN;
 }
 
 /* Asks the host to bring into its caches the page-table entry a walk of va would end at,
@@ -1071,7 +1043,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
             }
             if (w == ways) {
                 skip1 = 1;
-            } else if (!fast_deny(m, p->rights_ok, kind | user, e) &&
+            } else if (!rights_deny(m, p->rights_ok, kind | user, e) &&
                        !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
                 tlb_touch(p->a, set, w);
                 hits[kind]++;
@@ -1099,7 +1071,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                     skip2 = 1ull << k;
                 } else {
                     const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
-                    if (!fast_deny(m, p->rights_ok, kind | user, e2) &&
+                    if (!rights_deny(m, p->rights_ok, kind | user, e2) &&
                         !(kind == EMU_ACC_WRITE && !(e2->flags & TLB_F_DIRTY))) {
                         tlb_touch(a2, set2, (uint32_t)w2);
                         l2hits[kind]++;

@@ -152,7 +152,8 @@ def small_configs(draw: st.DrawFn, policy: str) -> TLBConfig:
             "name": f"small-{shape}-{policy}",
             "arrays": SHAPES[shape](policy),
             "psc": psc,
-            "pte_cache": draw(st.sampled_from(([4, 2], None))),
+            # [4, 2]: LRU by recency order with hints; [1, 20]: by time stamps
+            "pte_cache": draw(st.sampled_from(([4, 2], [1, 20], None))),
             "l1_hit": draw(st.integers(0, 2)),
             "l2_hit": draw(st.integers(0, 9)),
             "walk_ref": draw(st.integers(1, 40)),
