@@ -380,6 +380,22 @@ typedef struct leaf_info {
     uint8_t rights, pkey, flags;
 } leaf_info;
 
+/* The entry of leaf li as an array holding size level stores it under the current PCID
+ * (for a fractured piece, level < li->level, the caller adds va's part to pfn). */
+static inline tlb_entry entry_of_leaf(const emu_mmu *m, const leaf_info *li, int level)
+{
+    tlb_entry e;
+    e.pfn = li->base_pfn;
+    e.pcid = m->pcid;
+    e.level = (uint8_t)level;
+    e.orig_level = li->level;
+    e.rights = li->rights;
+    e.pkey = li->pkey;
+    e.flags = li->flags;
+    e.reserved0 = 0;
+    return e;
+}
+
 /* Installs the translation of va into the arrays of one role list: into the array that
  * holds the leaf's size, else the largest smaller size one holds (a fractured piece).
  * fresh: a lookup of this role under the current PCID has just missed (with no change to
@@ -394,19 +410,11 @@ static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role
     int level = m->fill_lvl[role][li->level];
     tlb_array *a = &m->arr[ai];
     unsigned pshift = 12 + 9 * (level - 1);
-    tlb_entry e;
-    e.pfn = li->base_pfn;
+    tlb_entry e = entry_of_leaf(m, li, level);
     if (level != li->level) { /* a fractured piece: the part of the leaf holding va */
         unsigned oshift = 12 + 9 * (li->level - 1);
         e.pfn += ((va & ((1ull << oshift) - 1)) >> pshift) << (pshift - 12);
     }
-    e.pcid = m->pcid;
-    e.level = (uint8_t)level;
-    e.orig_level = li->level;
-    e.rights = li->rights;
-    e.pkey = li->pkey;
-    e.flags = li->flags;
-    e.reserved0 = 0;
     uint32_t set = (uint32_t)(va >> pshift) & a->set_mask;
     uint64_t tag = tlb_tag(va, level);
     if (fresh && !(e.flags & TLB_F_GLOBAL))
@@ -536,11 +544,11 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     return m->cfg.lat_pte_miss;
 }
 
-/* tlb_find in a PSC.  Entries are never global and are inserted only after a miss under
- * their PCID, so a set holds (tag, PCID) at most once: a match in the most recently used
- * way is the match. */
-static inline int psc_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
-                           uint32_t *set_out)
+/* tlb_find in a PSC, and tlb_touch of the way found.  Entries are never global and are
+ * inserted only after a miss under their PCID, so a set holds (tag, PCID) at most once: a
+ * match in the most recently used way is the match, and touching it changes nothing. */
+static inline int psc_find_touch(tlb_array *a, uint64_t va, int level, uint16_t pcid,
+                                 uint32_t *set_out)
 {
     if (a->order) {
         uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
@@ -550,7 +558,10 @@ static inline int psc_find(const tlb_array *a, uint64_t va, int level, uint16_t 
             return (int)(a->order[set] & 0xF);
         }
     }
-    return tlb_find(a, va, level, pcid, set_out);
+    int w = tlb_find(a, va, level, pcid, set_out);
+    if (w >= 0)
+        tlb_touch(a, *set_out, (uint32_t)w);
+    return w;
 }
 
 /* Walks va (PSCs first), fills PSCs and the TLBs of the access's side.  Returns 1 and
@@ -565,13 +576,12 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
         if (!m->has_psc[l] || !m->psc[l].nlevel[l])
             continue; /* an empty PSC can only miss */
         uint32_t set;
-        int w = psc_find(&m->psc[l], va, l, m->pcid, &set);
+        int w = psc_find_touch(&m->psc[l], va, l, m->pcid, &set);
         if (w >= 0) {
             const tlb_entry *e = &m->psc[l].e[(size_t)set * m->psc[l].ways + (uint32_t)w];
             start.table_pa = e->pfn << 12;
             start.level = l - 1;
             start.rights = e->rights;
-            tlb_touch(&m->psc[l], set, (uint32_t)w);
             hit_level = l;
             break;
         }
@@ -584,8 +594,16 @@ static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr
     walk_trace tr;
     tr.read_mask = 0; /* the other fields are read only where walk_from wrote them */
     tr.leaf = 0;      /* (set on success; this keeps -Wmaybe-uninitialized quiet) */
-    walk_from(m->mem, &m->wcfg, &m->wmasks, va, access, start, wr, NULL, &tr,
-              m->rights_ok[access]);
+    if (start.level == EMU_LVL_PT && !(m->wcfg.flags & EMU_WF_A_QEMU)) {
+        /* the common walk below a PDE-cache hit: the same walk_from, compiled for one
+         * level without QEMU's A order (the constants fold its loop away) */
+        start.level = EMU_LVL_PT;
+        walk_from(m->mem, &m->wcfg, &m->wmasks, va, access, start, wr, NULL, &tr,
+                  m->rights_ok[access]);
+    } else {
+        walk_from(m->mem, &m->wcfg, &m->wmasks, va, access, start, wr, NULL, &tr,
+                  m->rights_ok[access]);
+    }
     uint32_t wc = 0;
     for (int l = start.level; l >= EMU_LVL_PT; l--) {
         if (!(tr.read_mask & (1u << (l - 1))))
@@ -864,6 +882,69 @@ static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t 
     r->cycles = cycles;
 }
 
+/* The walk of an access whose L1 and L2 lookups emu_mmu_run made whole and which both
+ * missed (p's probe at set, tag; a2's at set2, level2), va canonical and in one page:
+ * what xlate does after its lookups, with the fills of leaves of the probed sizes made
+ * straight into the probed sets.  r: the result, or NULL.  Returns 1 on success, 0 on
+ * a fault. */
+static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t access,
+                       uint32_t set, uint64_t tag, tlb_array *a2, uint32_t set2,
+                       int level2, emu_mmu_result *r)
+{
+    const uint32_t kind = access & EMU_ACC_KIND_MASK;
+    emu_mmu_stats *s = &m->st;
+    s->loads += kind == EMU_ACC_READ;
+    s->stores += kind == EMU_ACC_WRITE;
+    s->fetches += kind == EMU_ACC_FETCH;
+    s->load_l1_miss += kind == EMU_ACC_READ;
+    s->store_l1_miss += kind == EMU_ACC_WRITE;
+    s->fetch_l1_miss += kind == EMU_ACC_FETCH;
+    s->load_walks += kind == EMU_ACC_READ;
+    s->store_walks += kind == EMU_ACC_WRITE;
+    s->fetch_walks += kind == EMU_ACC_FETCH;
+    uint32_t cycles = m->cfg.lat_l1_hit + m->cfg.lat_l2_hit;
+    emu_walk_result wr;
+    leaf_info li;
+    if (!do_walk(m, va, access, &wr, &li, &cycles)) {
+        s->cycles += cycles;
+        if (r) {
+            set_pf(r, wr.error_code);
+            r->crossed = 0;
+            r->reserved0 = 0;
+            r->cycles = cycles;
+        }
+        return 0;
+    }
+    s->cycles += cycles;
+    count_walk_done(m, kind, wr.level);
+    /* both lookups missed and the walk changed no TLB array: fresh fills */
+    if (m->fill_arr[p->role2][li.level] == (uint8_t)(a2 - m->arr) &&
+        m->fill_lvl[p->role2][li.level] == level2 && level2 == li.level &&
+        !(li.flags & TLB_F_GLOBAL)) {
+        const tlb_entry e = entry_of_leaf(m, &li, li.level);
+        tlb_insert_new(a2, set2, tlb_tag(va, level2), &e);
+    } else {
+        fill_role(m, p->role2, va, &li, 1);
+    }
+    if (p->direct_fill && li.level == (int)p->level && !(li.flags & TLB_F_GLOBAL)) {
+        const tlb_entry e = entry_of_leaf(m, &li, li.level);
+        tlb_insert_new(p->a, set, tag, &e);
+    } else {
+        fill_role(m, p->role1, va, &li, 1);
+    }
+    if (r) {
+        r->pa = wr.pa;
+        r->page_size = (uint32_t)wr.page_size;
+        r->error_code = 0;
+        r->vector = EMU_VEC_NONE;
+        r->hit = EMU_HIT_WALK;
+        r->crossed = 0;
+        r->reserved0 = 0;
+        r->cycles = cycles;
+    }
+    return 1;
+}
+
 /* Asks the host to bring into its caches the page-table entry a walk of va would end at,
  * found by reading the entries above it (no model state is read or changed: this is
  * host-side bookkeeping, like the frame lookup cache).  A walk-heavy stream then finds
@@ -961,6 +1042,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
     const uint16_t pcid = m->pcid;
     const uint32_t lat_l1 = m->cfg.lat_l1_hit;
     const uint32_t lat_l12 = m->cfg.lat_l1_hit + m->cfg.lat_l2_hit;
+    const int la57 = m->ctl.cr4_la57 != 0;
     first_probe fp[3];
     for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
         int role = m->l1role[kind];
@@ -1069,6 +1151,18 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                 const int w2 = tlb_find(a2, va, level2, pcid, &set2);
                 if (w2 < 0) {
                     skip2 = 1ull << k;
+                    if (!(mask2 & ~skip2) && va_canonical(va, la57)) {
+                        /* both lookups missed whole: the walk and fills as xlate's */
+                        const int rc = walk_direct(m, p, va, kind | user, set, tag, a2,
+                                                   set2, level2,
+                                                   out ? &out[i * ostep] : NULL);
+                        ah.walks += (uint32_t)rc;
+                        if (rc || !(flags & EMU_RUN_STOP_ON_FAULT))
+                            continue;
+                        add_fast_hits(m, hits, l2hits);
+                        *done = i + 1;
+                        return EMU_OK;
+                    }
                 } else {
                     const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
                     if (!rights_deny(m, p->rights_ok, kind | user, e2) &&

@@ -131,13 +131,12 @@ static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t 
  * way moved to the front. */
 static inline uint64_t lru_order_touch(uint64_t o, uint32_t way)
 {
-    if ((o & 0xF) == way)
-        return o;
     /* position of way: the lowest zero nibble of o ^ way-in-every-nibble (the
-     * has-zero-byte trick on nibbles; exact for the lowest one) */
+     * has-zero-byte trick on nibbles; exact for the lowest one).  Position 0 (way is
+     * already the most recently used) gives sh 0 and o back unchanged: no branch. */
     uint64_t x = o ^ (0x1111111111111111ull * way);
     uint64_t z = (x - 0x1111111111111111ull) & ~x & 0x8888888888888888ull;
-    unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position, >= 4 */
+    unsigned sh = (unsigned)__builtin_ctzll(z) - 3; /* 4 * position */
     uint64_t below = o & ((1ull << sh) - 1);
     uint64_t above = o & ((~0ull << sh) << 4);
     return above | (below << 4) | way;
