@@ -1,5 +1,6 @@
 /* The MMU: TLB hierarchy + paging-structure caches + walker + cost model (SDM 3A 4.10).
  * docs/mmu-model.md states every rule implemented here. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -653,23 +654,40 @@ static void set_pf(emu_mmu_result *r, uint32_t ec)
     r->hit = EMU_HIT_FAULT;
 }
 
-static void count_walk_done(emu_mmu *m, uint32_t kind, int level)
+/* The counters of one access kind (EMU_ACC_READ, WRITE, FETCH): its access count, and
+ * its block of six: L1 misses, L2 hits, walks, and walks completed per size (4K, 2M, 1G;
+ * index 3 + level - 1). */
+typedef struct kind_counters {
+    uint64_t *accesses;
+    uint64_t *block;
+} kind_counters;
+
+static inline kind_counters counters_of(emu_mmu_stats *s, uint32_t kind)
 {
-    emu_mmu_stats *s = &m->st;
-    if (kind == EMU_ACC_FETCH) {
-        s->fetch_walk_4k += level == EMU_LVL_PT;
-        s->fetch_walk_2m += level == EMU_LVL_PD;
-        s->fetch_walk_1g += level == EMU_LVL_PDPT;
-    } else if (kind == EMU_ACC_WRITE) {
-        s->store_walk_4k += level == EMU_LVL_PT;
-        s->store_walk_2m += level == EMU_LVL_PD;
-        s->store_walk_1g += level == EMU_LVL_PDPT;
-    } else {
-        s->load_walk_4k += level == EMU_LVL_PT;
-        s->load_walk_2m += level == EMU_LVL_PD;
-        s->load_walk_1g += level == EMU_LVL_PDPT;
-    }
+    static const size_t acc_off[3] = {offsetof(emu_mmu_stats, loads),
+                                      offsetof(emu_mmu_stats, stores),
+                                      offsetof(emu_mmu_stats, fetches)};
+    static const size_t blk_off[3] = {offsetof(emu_mmu_stats, load_l1_miss),
+                                      offsetof(emu_mmu_stats, store_l1_miss),
+                                      offsetof(emu_mmu_stats, fetch_l1_miss)};
+    kind_counters k;
+    k.accesses = (uint64_t *)(void *)((char *)s + acc_off[kind]);
+    k.block = (uint64_t *)(void *)((char *)s + blk_off[kind]);
+    return k;
 }
+#define KC_L1_MISS 0
+#define KC_L2_HIT 1
+#define KC_WALKS 2
+#define KC_WALK_SIZE(level) (3 + (level) - 1)
+#define KC_BLOCK_OK(p)                                                                    \
+    (offsetof(emu_mmu_stats, p##_l2_hit) == offsetof(emu_mmu_stats, p##_l1_miss) + 8 &&   \
+     offsetof(emu_mmu_stats, p##_walks) == offsetof(emu_mmu_stats, p##_l1_miss) + 16 &&   \
+     offsetof(emu_mmu_stats, p##_walk_4k) == offsetof(emu_mmu_stats, p##_l1_miss) + 24 && \
+     offsetof(emu_mmu_stats, p##_walk_2m) == offsetof(emu_mmu_stats, p##_l1_miss) + 32 && \
+     offsetof(emu_mmu_stats, p##_walk_1g) == offsetof(emu_mmu_stats, p##_l1_miss) + 40)
+_Static_assert(KC_BLOCK_OK(load) && KC_BLOCK_OK(store) && KC_BLOCK_OK(fetch),
+               "emu_mmu_stats: a kind's six counters must be consecutive");
+
 
 /* walk_check_rights(access, e's rights and key), from a table filled as it goes:
  * table is m->rights_ok[access].  The answer depends only on the access code, the
@@ -693,12 +711,8 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
     const int role1 = m->l1role[kind];
-    if (kind == EMU_ACC_FETCH)
-        m->st.fetches++;
-    else if (kind == EMU_ACC_WRITE)
-        m->st.stores++;
-    else
-        m->st.loads++;
+    const kind_counters kc = counters_of(&m->st, kind);
+    (*kc.accesses)++;
 
     if (!va_canonical(va, m->ctl.cr4_la57 != 0)) {
         m->st.gp_faults++;
@@ -711,12 +725,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     int hit = EMU_HIT_L1;
     int found = lookup_role(m, role1, va, &h, skip1);
     if (!found) {
-        if (kind == EMU_ACC_FETCH)
-            m->st.fetch_l1_miss++;
-        else if (kind == EMU_ACC_WRITE)
-            m->st.store_l1_miss++;
-        else
-            m->st.load_l1_miss++;
+        kc.block[KC_L1_MISS]++;
         *cycles += m->cfg.lat_l2_hit;
         hit = EMU_HIT_L2;
         found = lookup_role(m, m->l2role[kind], va, &h, skip2);
@@ -751,9 +760,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
             r->pa = (e->pfn << 12) | (va & ((1ull << pshift) - 1));
             r->page_size = 1u << pshift;
             if (hit == EMU_HIT_L2) {
-                m->st.fetch_l2_hit += kind == EMU_ACC_FETCH;
-                m->st.store_l2_hit += kind == EMU_ACC_WRITE;
-                m->st.load_l2_hit += kind == EMU_ACC_READ;
+                kc.block[KC_L2_HIT]++;
                 leaf_info li = leaf_of_entry(e, va);
                 fill_role(m, role1, va, &li, 1); /* the L1 lookup missed */
             }
@@ -765,19 +772,14 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
     }
 
     /* L2 miss: a walk */
-    if (kind == EMU_ACC_FETCH)
-        m->st.fetch_walks++;
-    else if (kind == EMU_ACC_WRITE)
-        m->st.store_walks++;
-    else
-        m->st.load_walks++;
+    kc.block[KC_WALKS]++;
     emu_walk_result wr;
     leaf_info li;
     if (!do_walk(m, va, access, &wr, &li, cycles)) {
         set_pf(r, wr.error_code);
         return;
     }
-    count_walk_done(m, kind, wr.level);
+    kc.block[KC_WALK_SIZE(wr.level)]++;
     /* both lookups missed and the walk changed no TLB array */
     fill_role(m, m->l2role[kind], va, &li, 1);
     fill_role(m, role1, va, &li, 1);
@@ -893,15 +895,10 @@ static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t a
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
     emu_mmu_stats *s = &m->st;
-    s->loads += kind == EMU_ACC_READ;
-    s->stores += kind == EMU_ACC_WRITE;
-    s->fetches += kind == EMU_ACC_FETCH;
-    s->load_l1_miss += kind == EMU_ACC_READ;
-    s->store_l1_miss += kind == EMU_ACC_WRITE;
-    s->fetch_l1_miss += kind == EMU_ACC_FETCH;
-    s->load_walks += kind == EMU_ACC_READ;
-    s->store_walks += kind == EMU_ACC_WRITE;
-    s->fetch_walks += kind == EMU_ACC_FETCH;
+    const kind_counters kc = counters_of(s, kind);
+    (*kc.accesses)++;
+    kc.block[KC_L1_MISS]++;
+    kc.block[KC_WALKS]++;
     uint32_t cycles = m->cfg.lat_l1_hit + m->cfg.lat_l2_hit;
     emu_walk_result wr;
     leaf_info li;
@@ -916,7 +913,7 @@ static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t a
         return 0;
     }
     s->cycles += cycles;
-    count_walk_done(m, kind, wr.level);
+    kc.block[KC_WALK_SIZE(wr.level)]++;
     /* both lookups missed and the walk changed no TLB array: fresh fills */
     if (m->fill_arr[p->role2][li.level] == (uint8_t)(a2 - m->arr) &&
         m->fill_lvl[p->role2][li.level] == level2 && level2 == li.level &&
