@@ -108,19 +108,57 @@ static inline int tags4_any(const uint64_t *t, uint64_t tag)
 }
 #endif
 
+/* Bit 4i set when t[i] equals tag, for i < n (n <= 16); no other bit set.  No branch
+ * depends on where (or whether) the tag is found: a set-associative probe whose hit way
+ * is unpredictable would otherwise mispredict the compare that ends its scan.  With SSE2,
+ * four ways per step: 32-bit-lane compares packed to 16 bits, one byte mask, a way equal
+ * when both halves of its tag are. */
+static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t *t,
+                                                                  uint32_t n, uint64_t tag)
+{
+    uint64_t mk = 0;
+    uint32_t i = 0;
+#ifdef __SSE2__
+    const __m128i k = _mm_set1_epi64x((long long)tag);
+#pragma GCC unroll 4
+    for (; i + 4 <= n; i += 4) {
+        const __m128i a =
+            _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)(t + i)), k);
+        const __m128i b =
+            _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)(t + i + 2)), k);
+        const uint64_t bytes = (uint64_t)_mm_movemask_epi8(_mm_packs_epi32(a, b));
+        mk |= (bytes & (bytes >> 2)) << (4 * i); /* bit 4j: both halves of way i+j */
+    }
+    mk &= 0x1111111111111111ull;
+#endif
+    for (; i < n; i++)
+        mk |= (uint64_t)(t[i] == tag) << (4 * i);
+    return mk;
+}
+
 /* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
- * or -1.  Does not touch replacement state. */
-static inline int tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid,
-                           uint32_t *set_out)
+ * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
+ * are compared whole (tags_eq_nib); smaller ones are scanned. */
+static inline __attribute__((always_inline)) int
+tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
 {
     uint64_t tag = tlb_tag(va, level);
     uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
     const uint64_t *t = a->tags + (size_t)set * a->ways;
+    const tlb_entry *e = a->e + (size_t)set * a->ways;
     *set_out = set;
+    if (a->ways >= 8 && a->ways <= 16) {
+        uint64_t mk = a->ways == 12 ? tags_eq_nib(t, 12, tag) : tags_eq_nib(t, a->ways, tag);
+        for (; mk; mk &= mk - 1) {
+            uint32_t w = (uint32_t)__builtin_ctzll(mk) / 4;
+            if (e[w].pcid == pcid || (e[w].flags & TLB_F_GLOBAL))
+                return (int)w;
+        }
+        return -1;
+    }
     for (uint32_t w = 0; w < a->ways; w++) {
         if (t[w] == tag) {
-            const tlb_entry *e = &a->e[(size_t)set * a->ways + w];
-            if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+            if (e[w].pcid == pcid || (e[w].flags & TLB_F_GLOBAL))
                 return (int)w;
         }
     }

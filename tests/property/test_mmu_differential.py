@@ -13,8 +13,8 @@ through ``run(..., out=...)`` or, for some segments, ``translate``.
 After every segment the per-access results, the counters of the run, ``stats``,
 ``tlb_entries()``, ``psc_entries()`` and every page-table word in memory must be equal.
 Configurations: every replacement policy on small geometries (so evictions happen)
-in four shapes (Intel-like, AMD-like with ``l2i`` and 1G smashing, store DTLB with a
-4K-only L2, no L2), and every preset.
+in five shapes (Intel-like, AMD-like with ``l2i`` and 1G smashing, store DTLB with a
+4K-only L2, no L2, a 16-way L2), and every preset.
 """
 
 from __future__ import annotations
@@ -131,6 +131,12 @@ SHAPES = {
     "flat": lambda p: [
         _arr("I", "l1i", "4K", 4, 2, p),
         _arr("D", "l1d", "4K+2M", 8, 4, p),
+    ],
+    # a 16-way L2: sets of 8 to 16 ways are compared whole in C (tags_eq_nib)
+    "wide": lambda p: [
+        _arr("I", "l1i", "4K", 4, 2, p),
+        _arr("D", "l1d", "4K+2M+1G", 4, 4, p),
+        _arr("L2", "l2", "4K+2M", 32, 16, p),
     ],
 }
 

@@ -1046,3 +1046,52 @@ def test_config_object_and_dict_give_same_machine(make: Factory) -> None:
     m = make(cfg)
     assert m.mmu.config == cfg
     assert m.mmu.config.arrays == preset("zen3").arrays
+
+
+# ---- tags: every VA bit above the page counts ----
+
+
+def _l1d_l2_4k(cfg: TLBConfig) -> tuple[Any, Any]:
+    """The L1D and L2 arrays holding 4K pages."""
+    l1 = next(a for a in cfg.arrays if a.role == "l1d" and "4K" in a.sizes)
+    l2 = next(a for a in cfg.arrays if a.role == "l2" and "4K" in a.sizes)
+    return l1, l2
+
+
+@pytest.mark.parametrize("cpu", sorted(emu.cpus.PRESETS))
+def test_l2_tags_differing_only_in_high_va_bits_are_distinct(
+    make: Factory, cpu: str
+) -> None:
+    """Pages whose VAs differ only in bits 41 and above (the upper half of a 4K tag) sit
+    in one L2 set; each L2 hit, by translate and by run, returns its own frame."""
+    m = make(cpu)
+    l1, l2 = _l1d_l2_4k(m.mmu.config)
+    base = 0x12_3456_7000
+    vas = [base, base | 1 << 41, base | 1 << 46, base | 3 << 44]
+    frames = [0x100_0000 + k * KIB4 for k in range(len(vas))]
+    for va, pa in zip(vas, frames, strict=True):
+        m.map(va, pa)
+    for va in vas:
+        assert m.mmu.translate(va).level_hit == "walk"
+    # pages in base's L1 set but in other L2 sets push vas out of the L1 only
+    others = [base + k * l1.sets * KIB4 for k in range(1, l1.ways + 2)]
+    for k, va in enumerate(others):
+        assert (va >> 12) % l2.sets != (base >> 12) % l2.sets
+        m.map(va, 0x200_0000 + k * KIB4)
+
+    def push_out() -> None:
+        for va in others:
+            m.mmu.translate(va)
+        for va in vas:
+            assert m.arrays_holding(va) == [l2.name]
+
+    push_out()
+    for va, pa in zip(vas, frames, strict=True):
+        t = m.mmu.translate(va + 0x123)
+        assert (t.level_hit, t.pa) == ("L2", pa + 0x123)
+    push_out()
+    dtype = RESULT_DTYPE if isinstance(m.mmu, RefMMU) else emu.mmu.MMU_RESULT_DTYPE
+    out = np.zeros(len(vas), dtype=dtype)
+    m.mmu.run(np.array(vas, np.uint64) + np.uint64(0x456), "r", out=out)
+    assert out["pa"].tolist() == [pa + 0x456 for pa in frames]
+    assert m.stat("dtlb_load_misses.stlb_hit") >= len(vas)
