@@ -848,6 +848,12 @@ typedef struct first_probe {
     unsigned shift, level; /* of first_lvl */
     int role1, role2;      /* the kind's L1 and L2 roles */
     int direct_fill;       /* fills of first_lvl leaves go to a at first_lvl */
+    const uint64_t *mask1, *mask2; /* m->probe_mask of the two roles */
+    /* the first probe of the L2 lookup (bit 0 of *mask2): array (NULL: the role has
+     * none) and level, and whether its tag and set index come from the same page
+     * number as the L1 probe's */
+    tlb_array *a2;
+    int level2, same_page2;
 } first_probe;
 
 /* The counters of the accesses emu_mmu_run handled itself, added to the stats at the end
@@ -1047,6 +1053,12 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
         memset(p, 0, sizeof(*p));
         p->role1 = role;
         p->role2 = m->l2role[kind];
+        p->mask1 = &m->probe_mask[role];
+        p->mask2 = &m->probe_mask[p->role2];
+        if (m->probe_n[p->role2]) {
+            p->a2 = &m->arr[m->probe_arr[p->role2][0]];
+            p->level2 = m->probe_lvl[p->role2][0];
+        }
         if (!m->first_lvl[role])
             continue;
         p->a = &m->arr[m->role_arr[role][0]];
@@ -1059,6 +1071,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
         p->shift = 12 + 9 * (p->level - 1);
         p->direct_fill = m->fill_arr[role][p->level] == m->role_arr[role][0] &&
                          m->fill_lvl[role][p->level] == p->level;
+        p->same_page2 = p->a2 && p->level2 == (int)p->level;
     }
     /* out[i * ostep]: every result, or (EMU_RUN_LAST_ONLY) each in turn into out[0] */
     const size_t ostep = (flags & EMU_RUN_LAST_ONLY) ? 0 : 1;
@@ -1139,13 +1152,16 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
              * probes are of sizes it holds no entry of): the first probe of xlate's L2
              * lookup, and an L2 hit on it handled as xlate would (the same argument for
              * a canonical va). */
-            const uint64_t mask2 = m->probe_mask[p->role2];
-            if (skip1 && mask2 && !(m->probe_mask[p->role1] & ~1ull)) {
-                const unsigned k = (unsigned)__builtin_ctzll(mask2);
-                tlb_array *a2 = &m->arr[m->probe_arr[p->role2][k]];
-                const int level2 = m->probe_lvl[p->role2][k];
+            const uint64_t mask2 = *p->mask2;
+            if (skip1 && (mask2 & 1) && !(*p->mask1 & ~1ull)) {
+                /* (when the L2 role's first probe is of a size it holds no entry of,
+                 * the slow path below takes the access) */
+                const unsigned k = 0;
+                tlb_array *a2 = p->a2;
+                const int level2 = p->level2;
                 uint32_t set2;
-                const int w2 = tlb_find(a2, va, level2, pcid, &set2);
+                const int w2 = p->same_page2 ? tlb_find_vpn(a2, vpn, tag, pcid, &set2)
+                                             : tlb_find(a2, va, level2, pcid, &set2);
                 if (w2 < 0) {
                     skip2 = 1ull << k;
                     if (!(mask2 & ~skip2) && va_canonical(va, la57)) {

@@ -140,10 +140,21 @@ static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t
  * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
  * are compared whole (tags_eq_nib); smaller ones are scanned. */
 static inline __attribute__((always_inline)) int
+tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid,
+             uint32_t *set_out);
+
+static inline __attribute__((always_inline)) int
 tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
 {
-    uint64_t tag = tlb_tag(va, level);
-    uint32_t set = (uint32_t)(va >> (12 + 9 * (level - 1))) & a->set_mask;
+    return tlb_find_vpn(a, va >> (12 + 9 * (level - 1)), tlb_tag(va, level), pcid, set_out);
+}
+
+/* tlb_find given the page number (va >> the level's page shift) and the tag. */
+static inline __attribute__((always_inline)) int
+tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid,
+             uint32_t *set_out)
+{
+    uint32_t set = (uint32_t)vpn & a->set_mask;
     const uint64_t *t = a->tags + (size_t)set * a->ways;
     const tlb_entry *e = a->e + (size_t)set * a->ways;
     *set_out = set;
