@@ -1126,11 +1126,24 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
             const uint32_t ways = p->ways;
             const tlb_entry *e = NULL;
             uint32_t w;
-            for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
-                if (t[w] == tag) {
-                    e = &p->e[base + w];
-                    if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+            if (ways == 4) { /* the usual L1 set, compared whole (as tlb_find) */
+                w = ways;
+                for (uint64_t mk = tags_eq_nib(t, 4, tag); mk; mk &= mk - 1) {
+                    const uint32_t v = (uint32_t)__builtin_ctzll(mk) / 4;
+                    if (p->e[base + v].pcid == pcid ||
+                        (p->e[base + v].flags & TLB_F_GLOBAL)) {
+                        w = v;
+                        e = &p->e[base + v];
                         break;
+                    }
+                }
+            } else {
+                for (w = 0; w < ways; w++) { /* the first way with the tag and our PCID or global */
+                    if (t[w] == tag) {
+                        e = &p->e[base + w];
+                        if (e->pcid == pcid || (e->flags & TLB_F_GLOBAL))
+                            break;
+                    }
                 }
             }
             if (w == ways) {
