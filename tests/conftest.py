@@ -6,7 +6,7 @@ import os
 import types
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "dev", max_examples=200, deadline=None,
@@ -15,6 +15,12 @@ settings.register_profile(
 settings.register_profile(
     "ci", max_examples=1000, deadline=None, derandomize=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# for checking that a deliberately broken build fails fast: report the first failing
+# example as found, without shrinking it
+settings.register_profile(
+    "noshrink", parent=settings.get_profile("dev"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)

@@ -2,7 +2,9 @@
 
 A program is a page-table set (4K/2M/1G leaves with random rights, keys, G/A/D bits and
 the odd reserved bit, at table indices drawn from a small alphabet so tables are shared
-and neighbouring PML4/PDPT slots are used) and a list of segments.  Each segment first
+and neighbouring PML4/PDPT slots are used), a starting PCID (half the programs run with
+CR4.PCIDE on from the start, so CR3 writes switch between PCIDs whose entries stay
+cached) and a list of segments.  Each segment first
 applies one operation to both machines -- a page-table change without a flush, a split
 of a large page, INVLPG, a CR3 write (PCIDs, the no-flush bit), INVPCID, a full flush,
 a control-bit or PKRU change, a counter reset -- and then runs a seeded numpy access
@@ -261,6 +263,7 @@ class Program:
     a_policy: str
     maps: tuple[Mapping, ...]
     segs: tuple[Segment, ...]
+    pcid: int  # 0: CR4.PCIDE stays off at the start; else on, with CR3 naming this PCID
 
 
 @st.composite
@@ -269,7 +272,8 @@ def programs(draw: st.DrawFn) -> Program:
     maps = tuple(draw(st.lists(mappings(la57), min_size=1, max_size=20)))
     segs = tuple(draw(st.lists(segments(), min_size=1, max_size=10)))
     a_policy = "qemu" if draw(st.integers(0, 5)) == 0 else "success"
-    return Program(la57, a_policy, maps, segs)
+    pcid = draw(st.sampled_from((0, 0, 1, 2)))
+    return Program(la57, a_policy, maps, segs, pcid)
 
 
 # ---- one machine per implementation ----
@@ -289,6 +293,9 @@ class Machine:
         if prog.la57:
             self.mmu.cr4_la57 = True
         self.mmu.cr3 = self.pt.cr3
+        if prog.pcid:
+            self.mmu.cr4_pcide = True
+            self.mmu.cr3 = self.pt.cr3 | prog.pcid
         self.last: tuple[int, int, str, int] | None = None
 
     def apply(self, fn: Any) -> str:
@@ -564,4 +571,4 @@ def test_long_seeded_stream_per_policy_matches() -> None:
             big,
         )
         seg = Segment("none", 0, 99, 3000, False, True, False, False)
-        run_program(cfg, Program(False, "success", maps, (seg,)))
+        run_program(cfg, Program(False, "success", maps, (seg,), 0))
