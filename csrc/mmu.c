@@ -703,6 +703,13 @@ static inline uint32_t rights_deny(emu_mmu *m, uint8_t *table, uint32_t access,
     return *c & ~(uint32_t)WALK_RIGHTS_KNOWN;
 }
 
+/* 1 when a hit on e by an access of kind must go to the walker to set D (a write on an
+ * entry with D=0), else 0; no branch (whether an access writes is not predictable). */
+static inline uint32_t needs_d_walk(uint32_t kind, const tlb_entry *e)
+{
+    return (uint32_t)(kind == EMU_ACC_WRITE) & (uint32_t)!(e->flags & TLB_F_DIRTY);
+}
+
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
  * hit) and adds to *cycles.  skip1, skip2: probes of the L1 and L2 lookups (see
  * lookup_role) the caller made for this access, which missed. */
@@ -1148,9 +1155,12 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
             }
             if (w == ways) {
                 skip1 = 1;
-            } else if (!rights_deny(m, p->rights_ok, kind | user, e) &&
-                       !(kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY))) {
-                tlb_touch(p->a, set, w);
+            } else if (!(rights_deny(m, p->rights_ok, kind | user, e) |
+                         needs_d_walk(kind, e))) {
+                if (p->a->order) /* LRU: often the way is already in front */
+                    p->a->order[set] = lru_order_touch_mru(p->a->order[set], w);
+                else
+                    tlb_touch(p->a, set, w);
                 hits[kind]++;
                 last_kind = kind;
                 last_page = va >> 12;
@@ -1191,8 +1201,8 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                     }
                 } else {
                     const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
-                    if (!rights_deny(m, p->rights_ok, kind | user, e2) &&
-                        !(kind == EMU_ACC_WRITE && !(e2->flags & TLB_F_DIRTY))) {
+                    if (!(rights_deny(m, p->rights_ok, kind | user, e2) |
+                          needs_d_walk(kind, e2))) {
                         tlb_touch(a2, set2, (uint32_t)w2);
                         l2hits[kind]++;
                         if (out)
