@@ -27,20 +27,20 @@
 #define EMU_LVL_PML5 5 /* only with CR4.LA57 */
 
 /* ---- page-table entry bits (SDM 3A 4.5, Tables 4-15..4-20) -------------------------- */
-#define EMU_PTE_P 0x1          /* bit 0   P: present */
-#define EMU_PTE_RW 0x2         /* bit 1   R/W: writes allowed */
-#define EMU_PTE_US 0x4         /* bit 2   U/S: user-mode accesses allowed */
-#define EMU_PTE_PWT 0x8        /* bit 3   PWT */
-#define EMU_PTE_PCD 0x10       /* bit 4   PCD */
-#define EMU_PTE_A 0x20         /* bit 5   A: accessed */
-#define EMU_PTE_D 0x40         /* bit 6   D: dirty (leaves only) */
-#define EMU_PTE_PS 0x80        /* bit 7   PS in PDPTE/PDE; reserved in PML4E/PML5E */
-#define EMU_PTE_PAT 0x80       /* bit 7   PAT in a PTE */
-#define EMU_PTE_G 0x100        /* bit 8   G: global (leaves); reserved on AMD in PML4E/PML5E */
+#define EMU_PTE_P 0x1            /* bit 0   P: present */
+#define EMU_PTE_RW 0x2           /* bit 1   R/W: writes allowed */
+#define EMU_PTE_US 0x4           /* bit 2   U/S: user-mode accesses allowed */
+#define EMU_PTE_PWT 0x8          /* bit 3   PWT */
+#define EMU_PTE_PCD 0x10         /* bit 4   PCD */
+#define EMU_PTE_A 0x20           /* bit 5   A: accessed */
+#define EMU_PTE_D 0x40           /* bit 6   D: dirty (leaves only) */
+#define EMU_PTE_PS 0x80          /* bit 7   PS in PDPTE/PDE; reserved in PML4E/PML5E */
+#define EMU_PTE_PAT 0x80         /* bit 7   PAT in a PTE */
+#define EMU_PTE_G 0x100          /* bit 8   G: global (leaves); reserved on AMD in PML4E/PML5E */
 #define EMU_PTE_PAT_LARGE 0x1000 /* bit 12 PAT in a 2 MiB / 1 GiB leaf */
-#define EMU_PTE_PKEY_SHIFT 59  /* bits 62:59 protection key (leaves) */
-#define EMU_PTE_NX_SHIFT 63    /* bit 63  XD: execute-disable; reserved when EFER.NXE=0 */
-#define EMU_PA_BITS_MAX 52     /* architectural MAXPHYADDR limit */
+#define EMU_PTE_PKEY_SHIFT 59    /* bits 62:59 protection key (leaves) */
+#define EMU_PTE_NX_SHIFT 63      /* bit 63  XD: execute-disable; reserved when EFER.NXE=0 */
+#define EMU_PA_BITS_MAX 52       /* architectural MAXPHYADDR limit */
 
 /* ---- access kinds: the low two bits; same numbers as trace kinds ------------------- */
 #define EMU_ACC_READ 0
@@ -51,12 +51,12 @@
 #define EMU_ACC_IMPLICIT 8 /* or'ed in: implicit supervisor access (SMAP ignores AC) */
 
 /* ---- #PF error-code bits (SDM 3A 4.7) ----------------------------------------------- */
-#define EMU_PF_P 0x1     /* 0: not-present entry; 1: protection, reserved bit or key */
-#define EMU_PF_W 0x2     /* the access was a write */
-#define EMU_PF_U 0x4     /* the access was a user-mode access */
-#define EMU_PF_RSVD 0x8  /* a reserved bit was set in a present entry */
-#define EMU_PF_I 0x10    /* instruction fetch, reported only with NXE=1 or SMEP=1 */
-#define EMU_PF_PK 0x20   /* protection-key violation */
+#define EMU_PF_P 0x1    /* 0: not-present entry; 1: protection, reserved bit or key */
+#define EMU_PF_W 0x2    /* the access was a write */
+#define EMU_PF_U 0x4    /* the access was a user-mode access */
+#define EMU_PF_RSVD 0x8 /* a reserved bit was set in a present entry */
+#define EMU_PF_I 0x10   /* instruction fetch, reported only with NXE=1 or SMEP=1 */
+#define EMU_PF_PK 0x20  /* protection-key violation */
 
 /* ---- exception vectors -------------------------------------------------------------- */
 #define EMU_VEC_NONE 0
@@ -64,16 +64,16 @@
 #define EMU_VEC_PF 14
 
 /* ---- walk control flags: the control-register state a walk sees -------------------- */
-#define EMU_WF_WP 0x1       /* CR0.WP */
-#define EMU_WF_NXE 0x2      /* IA32_EFER.NXE */
-#define EMU_WF_SMEP 0x4     /* CR4.SMEP */
-#define EMU_WF_SMAP 0x8     /* CR4.SMAP */
-#define EMU_WF_AC 0x10      /* EFLAGS.AC */
-#define EMU_WF_LA57 0x20    /* CR4.LA57: 5-level paging */
-#define EMU_WF_PKE 0x40     /* CR4.PKE */
-#define EMU_WF_A_QEMU 0x80  /* A-bit policy "qemu": A set on each level as the walk passes */
-#define EMU_WF_NO_1G 0x100  /* CPU without 1 GiB pages: PS in a PDPTE is reserved */
-#define EMU_WF_AMD 0x200    /* AMD: bit 8 of PML4E/PML5E is reserved */
+#define EMU_WF_WP 0x1      /* CR0.WP */
+#define EMU_WF_NXE 0x2     /* IA32_EFER.NXE */
+#define EMU_WF_SMEP 0x4    /* CR4.SMEP */
+#define EMU_WF_SMAP 0x8    /* CR4.SMAP */
+#define EMU_WF_AC 0x10     /* EFLAGS.AC */
+#define EMU_WF_LA57 0x20   /* CR4.LA57: 5-level paging */
+#define EMU_WF_PKE 0x40    /* CR4.PKE */
+#define EMU_WF_A_QEMU 0x80 /* A-bit policy "qemu": A set on each level as the walk passes */
+#define EMU_WF_NO_1G 0x100 /* CPU without 1 GiB pages: PS in a PDPTE is reserved */
+#define EMU_WF_AMD 0x200   /* AMD: bit 8 of PML4E/PML5E is reserved */
 
 /* ---- sparse physical memory ------------------------------------------------------------
  * Frames of 4 KiB, created on first write, zero before that.  Physical addresses below
@@ -98,8 +98,8 @@ int emu_physmem_write_u64(emu_physmem *m, uint64_t pa, uint64_t value);
  * bits 51:12.  Stops after a zero entry.  *count (out) = entries read (1..top_level).
  * entries (borrowed, out) holds top_level words.  EMU_E_INVAL for a bad level,
  * EMU_E_ALIGN / EMU_E_RANGE for table_pa. */
-int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va,
-                          uint32_t top_level, uint64_t *entries, uint32_t *count);
+int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va, uint32_t top_level,
+                          uint64_t *entries, uint32_t *count);
 /* Reads n bytes from pa into buf (borrowed, out); may cross frames. */
 int emu_physmem_read(const emu_physmem *m, uint64_t pa, uint8_t *buf, size_t n);
 /* Writes n bytes from buf (borrowed) at pa; frames are created as needed.  On
@@ -205,9 +205,9 @@ const char *emu_strerror(int code);
 
 /* One TLB array: which role, which page sizes, geometry and replacement. */
 typedef struct emu_tlb_array_cfg {
-    uint32_t role;   /* EMU_ROLE_* */
-    uint32_t sizes;  /* EMU_PS_* mask */
-    uint32_t sets;   /* power of two; 1 = fully associative */
+    uint32_t role;  /* EMU_ROLE_* */
+    uint32_t sizes; /* EMU_PS_* mask */
+    uint32_t sets;  /* power of two; 1 = fully associative */
     uint32_t ways;
     uint32_t policy; /* EMU_POL_* */
     uint32_t reserved0;
@@ -220,17 +220,17 @@ typedef struct emu_mmu_cfg {
     uint32_t n_arrays;
     uint32_t psc_sets[6];
     uint32_t psc_ways[6];
-    uint32_t pte_cache_sets;  /* model of page-table lines in the data caches */
-    uint32_t pte_cache_ways;  /* 0: every walk reference costs lat_walk_ref */
-    uint32_t lat_l1_hit;      /* cycles charged to every access that hits L1 */
-    uint32_t lat_l2_hit;      /* added on an L1 miss (L2 lookup) */
-    uint32_t lat_walk_ref;    /* per walk memory reference without the line model */
-    uint32_t lat_pte_hit;     /* per walk reference whose line is cached */
-    uint32_t lat_pte_miss;    /* per walk reference whose line is not cached */
-    uint32_t walk_flags;      /* CPU properties: EMU_WF_A_QEMU, EMU_WF_NO_1G, EMU_WF_AMD */
+    uint32_t pte_cache_sets; /* model of page-table lines in the data caches */
+    uint32_t pte_cache_ways; /* 0: every walk reference costs lat_walk_ref */
+    uint32_t lat_l1_hit;     /* cycles charged to every access that hits L1 */
+    uint32_t lat_l2_hit;     /* added on an L1 miss (L2 lookup) */
+    uint32_t lat_walk_ref;   /* per walk memory reference without the line model */
+    uint32_t lat_pte_hit;    /* per walk reference whose line is cached */
+    uint32_t lat_pte_miss;   /* per walk reference whose line is not cached */
+    uint32_t walk_flags;     /* CPU properties: EMU_WF_A_QEMU, EMU_WF_NO_1G, EMU_WF_AMD */
     uint32_t maxphyaddr;
     uint32_t reserved0;
-    uint64_t seed;            /* random replacement */
+    uint64_t seed; /* random replacement */
 } emu_mmu_cfg;
 
 /* Control registers the MMU obeys. */
@@ -258,37 +258,35 @@ typedef struct emu_mmu_result {
     uint8_t hit;         /* EMU_HIT_* of the first page */
     uint8_t crossed;     /* 1: straddled a page boundary; 2: and faulted on the second page */
     uint8_t reserved0;
-    uint32_t cycles;     /* estimated translation cycles of this access */
+    uint32_t cycles; /* estimated translation cycles of this access */
 } emu_mmu_result;
 
 /* Counters.  Names in emu/mmu.py follow perf events where one exists. */
 typedef struct emu_mmu_stats {
     uint64_t loads, stores, fetches;
     uint64_t load_l1_miss, load_l2_hit, load_walks, load_walk_4k, load_walk_2m, load_walk_1g;
-    uint64_t store_l1_miss, store_l2_hit, store_walks, store_walk_4k, store_walk_2m,
-        store_walk_1g;
-    uint64_t fetch_l1_miss, fetch_l2_hit, fetch_walks, fetch_walk_4k, fetch_walk_2m,
-        fetch_walk_1g;
-    uint64_t walk_refs[6];  /* memory references per level (index EMU_LVL_*) */
-    uint64_t psc_hits[6];   /* walks that started below a PSC hit at this level */
-    uint64_t psc_misses;    /* walks that started at the top */
+    uint64_t store_l1_miss, store_l2_hit, store_walks, store_walk_4k, store_walk_2m, store_walk_1g;
+    uint64_t fetch_l1_miss, fetch_l2_hit, fetch_walks, fetch_walk_4k, fetch_walk_2m, fetch_walk_1g;
+    uint64_t walk_refs[6]; /* memory references per level (index EMU_LVL_*) */
+    uint64_t psc_hits[6];  /* walks that started below a PSC hit at this level */
+    uint64_t psc_misses;   /* walks that started at the top */
     uint64_t pte_cache_hits, pte_cache_misses;
-    uint64_t dirty_walks;   /* write hits on an entry with D=0, sent to the walker */
+    uint64_t dirty_walks; /* write hits on an entry with D=0, sent to the walker */
     uint64_t page_faults, gp_faults;
-    uint64_t crossings;     /* accesses that straddled a page boundary */
+    uint64_t crossings; /* accesses that straddled a page boundary */
     uint64_t cycles, walk_cycles;
     uint64_t invlpg, cr3_writes, invpcid, flushes, entries_flushed;
 } emu_mmu_stats;
 
 /* A cached translation, for validation and debugging. */
 typedef struct emu_tlb_entry_info {
-    uint64_t va;        /* page base (canonical) */
-    uint64_t pa;        /* frame base */
+    uint64_t va; /* page base (canonical) */
+    uint64_t pa; /* frame base */
     uint64_t page_size;
     uint64_t orig_page_size; /* size of the leaf it was made from */
     uint16_t pcid;
-    uint8_t array;      /* index into emu_mmu_cfg.arrays */
-    uint8_t rights;     /* bit 0 R/W, bit 1 U/S, bit 2 XD */
+    uint8_t array;  /* index into emu_mmu_cfg.arrays */
+    uint8_t rights; /* bit 0 R/W, bit 1 U/S, bit 2 XD */
     uint8_t pkey;
     uint8_t global;
     uint8_t dirty;
@@ -323,8 +321,7 @@ int emu_mmu_invpcid(emu_mmu *m, uint32_t type, uint64_t pcid, uint64_t va);
 int emu_mmu_flush_all(emu_mmu *m, uint32_t include_global);
 
 /* One access (EMU_ACC_* | EMU_ACC_USER...) through the TLBs and the walker. */
-int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                      emu_mmu_result *out);
+int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size, emu_mmu_result *out);
 /* n accesses in order: vas, kinds (EMU_ACC_* kinds 0..2) and sizes (may be NULL: 1 byte)
  * borrowed; out (borrowed, out, n records; may be NULL for counters only; one record
  * with EMU_RUN_LAST_ONLY, receiving the result of the last access processed).  flags:
@@ -342,8 +339,7 @@ void emu_mmu_reset_stats(emu_mmu *m);
 int emu_mmu_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_t *needed);
 /* Valid PSC entries as emu_tlb_entry_info: va = the region base, pa = the next table,
  * page_size = bytes the entry covers, array = the level (EMU_LVL_PD..PML5). */
-int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
-                        size_t *needed);
+int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_t *needed);
 
 /* ---- trace parsing (csrc/trace.c) ---- */
 /* Owned by the trace readers (emu/trace/).  Text trace formats are parsed here into
@@ -405,8 +401,8 @@ typedef struct emu_trace_parse_state {
  * needed) into out (borrowed, out, cap records; cap >= 2 guarantees progress): I gives a
  * fetch, L a read, S a write, M a read then a write.  Whole lines only; progress and
  * any malformed line go to *st (borrowed, in/out).  EMU_E_INVAL for bad arguments. */
-int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags,
-                           emu_trace_rec *out, size_t cap, emu_trace_parse_state *st);
+int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags, emu_trace_rec *out,
+                           size_t cap, emu_trace_parse_state *st);
 
 /* Parses text of format EMU_TRACE_DIN/XDIN/PINATRACE/NATIVE in buf (borrowed) into out
  * (borrowed, out), progress in *st (borrowed, in/out), as emu_trace_lackey_parse does

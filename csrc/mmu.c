@@ -134,11 +134,11 @@ static void derive_walk_cfg(emu_mmu *m)
 static void derive_roles(emu_mmu *m)
 {
     for (uint32_t kind = EMU_ACC_READ; kind <= EMU_ACC_FETCH; kind++) {
-        m->l1role[kind] = kind == EMU_ACC_FETCH                            ? EMU_ROLE_L1I
+        m->l1role[kind] = kind == EMU_ACC_FETCH                              ? EMU_ROLE_L1I
                           : kind == EMU_ACC_WRITE && m->role_n[EMU_ROLE_L1S] ? EMU_ROLE_L1S
                                                                              : EMU_ROLE_L1D;
-        m->l2role[kind] = kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I] ? EMU_ROLE_L2I
-                                                                            : EMU_ROLE_L2;
+        m->l2role[kind] =
+            kind == EMU_ACC_FETCH && m->role_n[EMU_ROLE_L2I] ? EMU_ROLE_L2I : EMU_ROLE_L2;
     }
     for (int role = 0; role <= EMU_ROLE_L2; role++) {
         /* A fill of a leaf of size S goes to the array holding the largest size <= S,
@@ -228,8 +228,8 @@ emu_mmu *emu_mmu_new(emu_physmem *mem, const emu_mmu_cfg *cfg, int *err, int *ba
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {
         if (!cfg->psc_ways[l])
             continue;
-        int rc = tlb_array_init(&m->psc[l], 0, 0, cfg->psc_sets[l], cfg->psc_ways[l],
-                                EMU_POL_LRU, 0);
+        int rc =
+            tlb_array_init(&m->psc[l], 0, 0, cfg->psc_sets[l], cfg->psc_ways[l], EMU_POL_LRU, 0);
         if (rc != EMU_OK) {
             *err = rc;
             *bad_array = 100 + l;
@@ -342,8 +342,8 @@ static void sweep_array(emu_mmu *m, tlb_array *a, enum sweep how, uint16_t pcid,
 /* PSC entries never hold global translations: "non-global" sweeps take them all. */
 static void sweep_pscs(emu_mmu *m, enum sweep how, uint16_t pcid)
 {
-    enum sweep p = (how == SWEEP_PCID_NONGLOBAL || how == SWEEP_PCID_ANY) ? SWEEP_PCID_ANY
-                                                                           : SWEEP_ALL;
+    enum sweep p =
+        (how == SWEEP_PCID_NONGLOBAL || how == SWEEP_PCID_ANY) ? SWEEP_PCID_ANY : SWEEP_ALL;
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++)
         if (m->has_psc[l])
             sweep_array(m, &m->psc[l], p, pcid, 0);
@@ -403,7 +403,8 @@ static inline tlb_entry entry_of_leaf(const emu_mmu *m, const leaf_info *li, int
  * the role's arrays since), so an entry with the new tag and our PCID or a global flag
  * cannot be there; unless the new entry is global (which would replace another PCID's
  * entry with that tag in place) tlb_insert's scan for one is skipped. */
-static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role, uint64_t va, const leaf_info *li, int fresh)
+static inline __attribute__((always_inline)) void fill_role(emu_mmu *m, int role, uint64_t va,
+                                                            const leaf_info *li, int fresh)
 {
     unsigned ai = m->fill_arr[role][li->level];
     if (ai == NO_ARRAY)
@@ -436,9 +437,8 @@ typedef struct hit_ref {
  * (the role's probe list).  skip: probes (bit k: probe k) already made for this access,
  * which missed.  A size with no valid entry in an array is not probed: it could only
  * miss. */
-static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role,
-                                                              uint64_t va, hit_ref *h,
-                                                              uint64_t skip)
+static inline __attribute__((always_inline)) int lookup_role(emu_mmu *m, int role, uint64_t va,
+                                                             hit_ref *h, uint64_t skip)
 {
     uint64_t mask = m->probe_mask[role] & ~skip;
     while (mask) {
@@ -491,7 +491,7 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
         return m->cfg.lat_pte_hit;
     }
     c->last_tag = tag; /* every path below leaves the line most recently used */
-    if (c->hint) { /* at most 16 ways: LRU by recency order, with hints */
+    if (c->hint) {     /* at most 16 ways: LRU by recency order, with hints */
         uint8_t *hr = c->hint + (size_t)set * 16;
         const uint8_t h = tag_hint(tag);
         uint32_t w;
@@ -567,8 +567,8 @@ static inline int psc_find_touch(tlb_array *a, uint64_t va, int level, uint16_t 
 
 /* Walks va (PSCs first), fills PSCs and the TLBs of the access's side.  Returns 1 and
  * sets *li on success; on a fault fills out and invalidates the page. */
-static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr,
-                   leaf_info *li, uint32_t *cycles)
+static int do_walk(emu_mmu *m, uint64_t va, uint32_t access, emu_walk_result *wr, leaf_info *li,
+                   uint32_t *cycles)
 {
     walk_start start = walk_top(&m->wcfg);
     int top = start.level;
@@ -679,27 +679,24 @@ static inline kind_counters counters_of(emu_mmu_stats *s, uint32_t kind)
 #define KC_L2_HIT 1
 #define KC_WALKS 2
 #define KC_WALK_SIZE(level) (3 + (level) - 1)
-#define KC_BLOCK_OK(p)                                                                    \
-    (offsetof(emu_mmu_stats, p##_l2_hit) == offsetof(emu_mmu_stats, p##_l1_miss) + 8 &&   \
-     offsetof(emu_mmu_stats, p##_walks) == offsetof(emu_mmu_stats, p##_l1_miss) + 16 &&   \
-     offsetof(emu_mmu_stats, p##_walk_4k) == offsetof(emu_mmu_stats, p##_l1_miss) + 24 && \
-     offsetof(emu_mmu_stats, p##_walk_2m) == offsetof(emu_mmu_stats, p##_l1_miss) + 32 && \
+#define KC_BLOCK_OK(p)                                                                             \
+    (offsetof(emu_mmu_stats, p##_l2_hit) == offsetof(emu_mmu_stats, p##_l1_miss) + 8 &&            \
+     offsetof(emu_mmu_stats, p##_walks) == offsetof(emu_mmu_stats, p##_l1_miss) + 16 &&            \
+     offsetof(emu_mmu_stats, p##_walk_4k) == offsetof(emu_mmu_stats, p##_l1_miss) + 24 &&          \
+     offsetof(emu_mmu_stats, p##_walk_2m) == offsetof(emu_mmu_stats, p##_l1_miss) + 32 &&          \
      offsetof(emu_mmu_stats, p##_walk_1g) == offsetof(emu_mmu_stats, p##_l1_miss) + 40)
 _Static_assert(KC_BLOCK_OK(load) && KC_BLOCK_OK(store) && KC_BLOCK_OK(fetch),
                "emu_mmu_stats: a kind's six counters must be consecutive");
-
 
 /* walk_check_rights(access, e's rights and key), from a table filled as it goes:
  * table is m->rights_ok[access].  The answer depends only on the access code, the
  * rights, the key and the control state (derive_walk_cfg clears the tables whenever that
  * changes).  0 when allowed, else the #PF error-code bits beyond W/U/I. */
-static inline uint32_t rights_deny(emu_mmu *m, uint8_t *table, uint32_t access,
-                                   const tlb_entry *e)
+static inline uint32_t rights_deny(emu_mmu *m, uint8_t *table, uint32_t access, const tlb_entry *e)
 {
     uint8_t *c = &table[((unsigned)e->rights << 4) | e->pkey];
     if (!*c)
-        *c = (uint8_t)(WALK_RIGHTS_KNOWN |
-                       walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
+        *c = (uint8_t)(WALK_RIGHTS_KNOWN | walk_check_rights(&m->wcfg, access, e->rights, e->pkey));
     return *c & ~(uint32_t)WALK_RIGHTS_KNOWN;
 }
 
@@ -713,8 +710,8 @@ static inline uint32_t needs_d_walk(uint32_t kind, const tlb_entry *e)
 /* Translates the page of va for one access; fills r (pa, page_size, vector, error_code,
  * hit) and adds to *cycles.  skip1, skip2: probes of the L1 and L2 lookups (see
  * lookup_role) the caller made for this access, which missed. */
-static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
-                  uint32_t *cycles, uint64_t skip1, uint64_t skip2)
+static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r, uint32_t *cycles,
+                  uint64_t skip1, uint64_t skip2)
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
     const int role1 = m->l1role[kind];
@@ -799,8 +796,10 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r,
 
 /* One access, both pages when it straddles a boundary.  skip1, skip2: as for xlate, for
  * the first page. */
-static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                       emu_mmu_result *r, uint64_t skip1, uint64_t skip2)
+static inline __attribute__((always_inline)) void access_one(emu_mmu *m, uint64_t va,
+                                                             uint32_t access, uint32_t size,
+                                                             emu_mmu_result *r, uint64_t skip1,
+                                                             uint64_t skip2)
 {
     uint32_t cycles = 0;
     xlate(m, va, access, r, &cycles, skip1, skip2);
@@ -833,8 +832,7 @@ static int access_ok(uint32_t access)
            !(access & ~(uint32_t)(EMU_ACC_KIND_MASK | EMU_ACC_USER | EMU_ACC_IMPLICIT));
 }
 
-int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size,
-                      emu_mmu_result *out)
+int emu_mmu_translate(emu_mmu *m, uint64_t va, uint32_t access, uint32_t size, emu_mmu_result *out)
 {
     memset(out, 0, sizeof(*out));
     if (!access_ok(access))
@@ -852,9 +850,9 @@ typedef struct first_probe {
     const tlb_entry *e;
     uint8_t *rights_ok; /* m->rights_ok of the kind's access code */
     uint32_t set_mask, ways;
-    unsigned shift, level; /* of first_lvl */
-    int role1, role2;      /* the kind's L1 and L2 roles */
-    int direct_fill;       /* fills of first_lvl leaves go to a at first_lvl */
+    unsigned shift, level;         /* of first_lvl */
+    int role1, role2;              /* the kind's L1 and L2 roles */
+    int direct_fill;               /* fills of first_lvl leaves go to a at first_lvl */
     const uint64_t *mask1, *mask2; /* m->probe_mask of the two roles */
     /* the first probe of the L2 lookup (bit 0 of *mask2): array (NULL: the role has
      * none) and level, and whether its tag and set index come from the same page
@@ -884,8 +882,8 @@ static void add_fast_hits(emu_mmu *m, const uint64_t hits[3], const uint64_t l2h
 }
 
 /* The result of a hit on entry e (its page 1 << shift) by the fast path. */
-static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va,
-                                unsigned shift, uint8_t hit, uint32_t cycles)
+static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va, unsigned shift,
+                                uint8_t hit, uint32_t cycles)
 {
     r->pa = (e->pfn << 12) | (va & ((1ull << shift) - 1));
     r->page_size = 1u << shift;
@@ -902,9 +900,8 @@ static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t 
  * what xlate does after its lookups, with the fills of leaves of the probed sizes made
  * straight into the probed sets.  r: the result, or NULL.  Returns 1 on success, 0 on
  * a fault. */
-static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t access,
-                       uint32_t set, uint64_t tag, tlb_array *a2, uint32_t set2,
-                       int level2, emu_mmu_result *r)
+static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t access, uint32_t set,
+                       uint64_t tag, tlb_array *a2, uint32_t set2, int level2, emu_mmu_result *r)
 {
     const uint32_t kind = access & EMU_ACC_KIND_MASK;
     emu_mmu_stats *s = &m->st;
@@ -959,10 +956,10 @@ static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t a
  * found by reading the entries above it (no model state is read or changed: this is
  * host-side bookkeeping, like the frame lookup cache).  A walk-heavy stream then finds
  * its leaf entries in the host's caches instead of waiting for each in turn. */
-#define PREFETCH_AHEAD 8 /* accesses between the prefetch and the walk */
-#define PREFETCH_WINDOW 64 /* accesses per decision */
+#define PREFETCH_AHEAD 8     /* accesses between the prefetch and the walk */
+#define PREFETCH_WINDOW 64   /* accesses per decision */
 #define PREFETCH_MIN_WALKS 4 /* walks in the last window that turn prefetching on */
-#define PREFETCH_RECENT 64 /* lines remembered as prefetched (a hot set's stay cached) */
+#define PREFETCH_RECENT 64   /* lines remembered as prefetched (a hot set's stay cached) */
 
 /* The page table (host pointer) below the 2 MiB region of va, or NULL when there is none
  * (no table, or a large leaf). */
@@ -990,8 +987,7 @@ typedef struct pt_memo {
     const uint64_t *table[PT_MEMO];
 } pt_memo;
 
-static __attribute__((noinline)) void prefetch_walk(const emu_mmu *m, pt_memo *pm,
-                                                  uint64_t va)
+static __attribute__((noinline)) void prefetch_walk(const emu_mmu *m, pt_memo *pm, uint64_t va)
 {
     const uint64_t region = va >> 21;
     const unsigned k = (unsigned)region & (PT_MEMO - 1);
@@ -1008,10 +1004,10 @@ static __attribute__((noinline)) void prefetch_walk(const emu_mmu *m, pt_memo *p
  * accesses that reached the slow path show: L1 hits never walk) walked at least
  * PREFETCH_MIN_WALKS times. */
 typedef struct ahead_state {
-    size_t window_end; /* index where the current window ends */
-    uint32_t walks;    /* walks in the current window */
-    uint32_t on;       /* prefetching in the current window */
-    uint64_t last_line; /* va >> 15 of the last access looked at ahead */
+    size_t window_end;                /* index where the current window ends */
+    uint32_t walks;                   /* walks in the current window */
+    uint32_t on;                      /* prefetching in the current window */
+    uint64_t last_line;               /* va >> 15 of the last access looked at ahead */
     uint64_t recent[PREFETCH_RECENT]; /* lines prefetched lately, by their low bits */
     pt_memo memo;
 } ahead_state;
@@ -1021,8 +1017,8 @@ typedef struct ahead_state {
  * entries (8 4K pages, 32 KiB), not for the line right after the previous one (the
  * host's own prefetcher follows sequential streams), and not for a line still in the
  * small table of recent prefetches (a hot set's lines stay in the host's caches). */
-static inline __attribute__((always_inline)) void
-ahead(const emu_mmu *m, ahead_state *ah, const uint64_t *vas, size_t i, size_t n)
+static inline __attribute__((always_inline)) void ahead(const emu_mmu *m, ahead_state *ah,
+                                                        const uint64_t *vas, size_t i, size_t n)
 {
     if (i >= ah->window_end) {
         ah->on = ah->walks >= PREFETCH_MIN_WALKS;
@@ -1044,8 +1040,8 @@ ahead(const emu_mmu *m, ahead_state *ah, const uint64_t *vas, size_t i, size_t n
 /* emu_mmu_run after its flag check; inlined twice so that the common counters-only call
  * (no sizes, no results) runs without per-access tests of sizes and out. */
 static inline __attribute__((always_inline)) int
-run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes,
-           size_t n, uint32_t flags, emu_mmu_result *out, size_t *done)
+run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t *sizes, size_t n,
+           uint32_t flags, emu_mmu_result *out, size_t *done)
 {
     const uint32_t user = (flags & EMU_RUN_USER) ? EMU_ACC_USER : 0;
     /* Nothing in a run changes the configuration, the PCID or the control state. */
@@ -1137,8 +1133,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                 w = ways;
                 for (uint64_t mk = tags_eq_nib(t, 4, tag); mk; mk &= mk - 1) {
                     const uint32_t v = (uint32_t)__builtin_ctzll(mk) / 4;
-                    if (p->e[base + v].pcid == pcid ||
-                        (p->e[base + v].flags & TLB_F_GLOBAL)) {
+                    if (p->e[base + v].pcid == pcid || (p->e[base + v].flags & TLB_F_GLOBAL)) {
                         w = v;
                         e = &p->e[base + v];
                         break;
@@ -1155,8 +1150,7 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
             }
             if (w == ways) {
                 skip1 = 1;
-            } else if (!(rights_deny(m, p->rights_ok, kind | user, e) |
-                         needs_d_walk(kind, e))) {
+            } else if (!(rights_deny(m, p->rights_ok, kind | user, e) | needs_d_walk(kind, e))) {
                 if (p->a->order) /* LRU: often the way is already in front */
                     p->a->order[set] = lru_order_touch_mru(p->a->order[set], w);
                 else
@@ -1179,19 +1173,17 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
             if (skip1 && (mask2 & 1) && !(*p->mask1 & ~1ull)) {
                 /* (when the L2 role's first probe is of a size it holds no entry of,
                  * the slow path below takes the access) */
-                const unsigned k = 0;
                 tlb_array *a2 = p->a2;
                 const int level2 = p->level2;
                 uint32_t set2;
                 const int w2 = p->same_page2 ? tlb_find_vpn(a2, vpn, tag, pcid, &set2)
                                              : tlb_find(a2, va, level2, pcid, &set2);
                 if (w2 < 0) {
-                    skip2 = 1ull << k;
+                    skip2 = 1; /* bit 0: that first probe */
                     if (!(mask2 & ~skip2) && va_canonical(va, la57)) {
                         /* both lookups missed whole: the walk and fills as xlate's */
-                        const int rc = walk_direct(m, p, va, kind | user, set, tag, a2,
-                                                   set2, level2,
-                                                   out ? &out[i * ostep] : NULL);
+                        const int rc = walk_direct(m, p, va, kind | user, set, tag, a2, set2,
+                                                   level2, out ? &out[i * ostep] : NULL);
                         ah.walks += (uint32_t)rc;
                         if (rc || !(flags & EMU_RUN_STOP_ON_FAULT))
                             continue;
@@ -1201,16 +1193,14 @@ run_stream(emu_mmu *m, const uint64_t *vas, const uint8_t *kinds, const uint32_t
                     }
                 } else {
                     const tlb_entry *e2 = &a2->e[(size_t)set2 * a2->ways + (uint32_t)w2];
-                    if (!(rights_deny(m, p->rights_ok, kind | user, e2) |
-                          needs_d_walk(kind, e2))) {
+                    if (!(rights_deny(m, p->rights_ok, kind | user, e2) | needs_d_walk(kind, e2))) {
                         tlb_touch(a2, set2, (uint32_t)w2);
                         l2hits[kind]++;
                         if (out)
-                            set_fast_hit(&out[i * ostep], e2, va, 12 + 9 * (level2 - 1),
-                                         EMU_HIT_L2, lat_l12);
+                            set_fast_hit(&out[i * ostep], e2, va, 12 + 9 * (level2 - 1), EMU_HIT_L2,
+                                         lat_l12);
                         /* the L1 fill (the L1 lookup missed): fill_role's entry */
-                        if (p->direct_fill && e2->level == p->level &&
-                            e2->orig_level == p->level) {
+                        if (p->direct_fill && e2->level == p->level && e2->orig_level == p->level) {
                             /* a whole leaf of the first probe's size into its array: the
                              * probe's set and tag, e2's fields under our PCID */
                             tlb_entry ne = *e2;
@@ -1397,8 +1387,7 @@ int emu_mmu_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_
     return k > cap ? EMU_E_SHORT : EMU_OK;
 }
 
-int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap,
-                        size_t *needed)
+int emu_mmu_psc_entries(const emu_mmu *m, emu_tlb_entry_info *out, size_t cap, size_t *needed)
 {
     size_t k = 0;
     for (int l = EMU_LVL_PD; l <= EMU_LVL_PML5; l++) {

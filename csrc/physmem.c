@@ -106,8 +106,8 @@ int emu_physmem_read_u64(const emu_physmem *m, uint64_t pa, uint64_t *value)
     return EMU_OK;
 }
 
-int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va,
-                          uint32_t top_level, uint64_t *entries, uint32_t *count)
+int emu_physmem_read_path(const emu_physmem *m, uint64_t table_pa, uint64_t va, uint32_t top_level,
+                          uint64_t *entries, uint32_t *count)
 {
     *count = 0;
     if (top_level < EMU_LVL_PT || top_level > EMU_LVL_PML5)

@@ -24,8 +24,8 @@ typedef struct pm_cache_slot {
  * and the table is kept at most half full, so probes stay short.  Frames never move
  * (a rehash moves only the index), so the lookup cache stays valid until a discard. */
 struct emu_physmem {
-    uint64_t *keys;  /* frame numbers, PM_EMPTY for free slots */
-    uint8_t **data;  /* 4 KiB zero-initialised frames */
+    uint64_t *keys; /* frame numbers, PM_EMPTY for free slots */
+    uint8_t **data; /* 4 KiB zero-initialised frames */
     size_t cap;
     size_t count;
     pm_cache_slot cache[PM_CACHE];

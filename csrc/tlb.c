@@ -4,7 +4,7 @@
 
 #include "tlb_impl.h"
 
-#define SRRIP_MAX 3    /* 2-bit RRPV: 3 = distant re-reference */
+#define SRRIP_MAX 3 /* 2-bit RRPV: 3 = distant re-reference */
 
 static int is_pow2(uint32_t x)
 {
@@ -44,7 +44,8 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
     a->fifo = calloc(sets, sizeof(*a->fifo));
     a->nvalid = calloc(sets, sizeof(*a->nvalid));
     a->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
-    if (!a->tags || !a->e || (use_order ? !a->order : !a->stamp) || !a->rrpv || !a->plru || !a->fifo || !a->nvalid) {
+    if (!a->tags || !a->e || (use_order ? !a->order : !a->stamp) || !a->rrpv || !a->plru ||
+        !a->fifo || !a->nvalid) {
         tlb_array_destroy(a);
         return EMU_E_NOMEM;
     }
@@ -132,7 +133,7 @@ uint32_t tlb_insert(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *e
         if (t[w] == tag) {
             const tlb_entry *o = &a->e[base + w];
             if (o->pcid == ent->pcid || ((o->flags | ent->flags) & TLB_F_GLOBAL)) {
-                            if (o->orig_level > o->level)
+                if (o->orig_level > o->level)
                     a->nfract--;
                 a->e[base + w] = *ent; /* same tag: same level, nlevel unchanged */
                 if (ent->orig_level > ent->level)

@@ -15,13 +15,13 @@
 /* One cached translation.  The tag (in tlb_array.tags) is vpn << 3 | level, where vpn is
  * the full canonical VA shifted right by the page shift: no VA bit is masked away. */
 typedef struct tlb_entry {
-    uint64_t pfn;       /* frame of this entry's page, in 4 KiB units */
+    uint64_t pfn; /* frame of this entry's page, in 4 KiB units */
     uint16_t pcid;
     uint8_t level;      /* page size held: EMU_LVL_PT 4K, PD 2M, PDPT 1G */
     uint8_t orig_level; /* size of the leaf it came from; > level for a fractured piece */
     uint8_t rights;     /* RIGHT_RW | RIGHT_US | RIGHT_XD, combined over all levels */
     uint8_t pkey;
-    uint8_t flags;      /* TLB_F_* */
+    uint8_t flags; /* TLB_F_* */
     uint8_t reserved0;
 } tlb_entry;
 
@@ -37,21 +37,21 @@ typedef struct tlb_array {
     uint64_t *probe_mask;
     uint64_t own_mask;
     uint8_t probe_bit[8];
-    uint64_t *tags;     /* sets*ways; 0 = invalid */
-    tlb_entry *e;       /* sets*ways */
-    uint64_t *stamp;    /* LRU over more than 16 ways: last-use time per way */
-    uint64_t *order;    /* LRU over at most 16 ways: per set, the ways from the most
-                           recently used (bits 3:0) to the least, 4 bits each; NULL
-                           otherwise */
+    uint64_t *tags;      /* sets*ways; 0 = invalid */
+    tlb_entry *e;        /* sets*ways */
+    uint64_t *stamp;     /* LRU over more than 16 ways: last-use time per way */
+    uint64_t *order;     /* LRU over at most 16 ways: per set, the ways from the most
+                            recently used (bits 3:0) to the least, 4 bits each; NULL
+                            otherwise */
     uint64_t order_mask; /* the 4*ways bits of order holding ways */
-    uint8_t *rrpv;      /* SRRIP: re-reference prediction value per way */
-    uint64_t *plru;     /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
-    uint32_t *fifo;     /* FIFO: next way to replace per set */
-    uint32_t *nvalid;   /* valid ways per set */
-    uint64_t clock;     /* LRU time */
-    uint64_t rng;       /* xorshift64* state for the random policy */
-    uint32_t nfract;    /* valid entries with orig_level > level */
-    uint32_t may_fract; /* fills may store fractured pieces here (else nfract stays 0) */
+    uint8_t *rrpv;       /* SRRIP: re-reference prediction value per way */
+    uint64_t *plru;      /* tree-PLRU: one bit tree per set (ways <= 64, power of two) */
+    uint32_t *fifo;      /* FIFO: next way to replace per set */
+    uint32_t *nvalid;    /* valid ways per set */
+    uint64_t clock;      /* LRU time */
+    uint64_t rng;        /* xorshift64* state for the random policy */
+    uint32_t nfract;     /* valid entries with orig_level > level */
+    uint32_t may_fract;  /* fills may store fractured pieces here (else nfract stays 0) */
 } tlb_array;
 
 #define TLB_TAG_LEVEL_BITS 3 /* levels 1..5 (PSCs go up to PML5) */
@@ -113,8 +113,8 @@ static inline int tags4_any(const uint64_t *t, uint64_t tag)
  * is unpredictable would otherwise mispredict the compare that ends its scan.  With SSE2,
  * four ways per step: 32-bit-lane compares packed to 16 bits, one byte mask, a way equal
  * when both halves of its tag are. */
-static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t *t,
-                                                                  uint32_t n, uint64_t tag)
+static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t *t, uint32_t n,
+                                                                  uint64_t tag)
 {
     uint64_t mk = 0;
     uint32_t i = 0;
@@ -140,8 +140,7 @@ static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t
  * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
  * are compared whole (tags_eq_nib); smaller ones are scanned. */
 static inline __attribute__((always_inline)) int
-tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid,
-             uint32_t *set_out);
+tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint32_t *set_out);
 
 static inline __attribute__((always_inline)) int
 tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
@@ -151,8 +150,7 @@ tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *se
 
 /* tlb_find given the page number (va >> the level's page shift) and the tag. */
 static inline __attribute__((always_inline)) int
-tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid,
-             uint32_t *set_out)
+tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint32_t *set_out)
 {
     uint32_t set = (uint32_t)vpn & a->set_mask;
     const uint64_t *t = a->tags + (size_t)set * a->ways;
@@ -270,8 +268,9 @@ uint32_t tlb_victim(tlb_array *a, uint32_t set);
  * ent or a global flag on either side (typically: a lookup under ent's PCID just missed
  * and ent is not global), so the in-place case cannot arise and the scan for it is
  * skipped.  Same result as tlb_insert under that precondition. */
-static inline __attribute__((always_inline)) uint32_t
-tlb_insert_new(tlb_array *a, uint32_t set, uint64_t tag, const tlb_entry *ent)
+static inline __attribute__((always_inline)) uint32_t tlb_insert_new(tlb_array *a, uint32_t set,
+                                                                     uint64_t tag,
+                                                                     const tlb_entry *ent)
 {
     size_t base = (size_t)set * a->ways;
     uint64_t *t = a->tags + base;

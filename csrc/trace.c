@@ -18,10 +18,9 @@
 
 /* Value + 1 of each hex digit, 0 for any other byte: one load and one test per byte. */
 static const uint8_t hexval1[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
-    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
-    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
-    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
 /* The byte at offset 1 of a record line names its kind ("I  " has a blank there). */
@@ -110,8 +109,8 @@ static const uint8_t *parse_fields(const uint8_t *q, const uint8_t *lim, uint64_
     return q;
 }
 
-int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags,
-                           emu_trace_rec *out, size_t cap, emu_trace_parse_state *st)
+int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags, emu_trace_rec *out,
+                           size_t cap, emu_trace_parse_state *st)
 {
     const uint8_t *p, *lim;
     uint64_t icount, lines = 0, skipped = 0, bad = 0;
@@ -142,8 +141,8 @@ int emu_trace_lackey_parse(const uint8_t *buf, size_t len, uint32_t flags,
         uint64_t addr = 0;
 
         /* p[1] tells the record kind apart: "I  ", " L ", " S ", " M " */
-        if (lim - p >= 3 && (kind = kind_at1[p[1]]) != 0 &&
-            c == (kind == 'I' ? 'I' : ' ') && p[2] == ' ') {
+        if (lim - p >= 3 && (kind = kind_at1[p[1]]) != 0 && c == (kind == 'I' ? 'I' : ' ') &&
+            p[2] == ' ') {
             q = p + 3;
         } else if (is_valgrind_line(p, lim)) {
             p = line_end(p, lim);
@@ -234,8 +233,7 @@ static const uint8_t *skip_space(const uint8_t *p, const uint8_t *e)
 
 /* Hex digits at p.  *v gets the value, *wide is set when it needs more than 64 bits.
  * NULL: no digit. */
-static const uint8_t *scan_hex_digits(const uint8_t *p, const uint8_t *e, uint64_t *v,
-                                      int *wide)
+static const uint8_t *scan_hex_digits(const uint8_t *p, const uint8_t *e, uint64_t *v, int *wide)
 {
     const uint8_t *start = p;
     uint64_t a = 0;
@@ -362,8 +360,7 @@ static const uint8_t *scan_pointer(const uint8_t *p, const uint8_t *e, uint64_t 
 
 /* pinatrace: blank* IP ':' blank+ (R|W) blank+ ADDRESS (blank anything)?; when the
  * first space-separated word after ADDRESS is all digits, it is the size. */
-static unsigned parse_pinatrace(const uint8_t *p, const uint8_t *e, uint64_t *addr,
-                                uint32_t *size)
+static unsigned parse_pinatrace(const uint8_t *p, const uint8_t *e, uint64_t *addr, uint32_t *size)
 {
     uint64_t ip, s = 0;
     unsigned kind;
@@ -416,8 +413,8 @@ static int native_number(const uint8_t *p, const uint8_t *e, uint64_t limit, uin
 /* native: OP ADDRESS [SIZE] [asid=N]..., words separated by spaces.  OP one of R W X M
  * (M: a read, then a write); ADDRESS [0x] and 1..16 hex digits; SIZE a number below
  * 2^32; N below 2^16.  Returns the kind ('M' for a read-modify-write) or BAD. */
-static unsigned parse_native(const uint8_t *p, const uint8_t *e, uint64_t *addr,
-                             uint32_t *size, uint16_t *asid)
+static unsigned parse_native(const uint8_t *p, const uint8_t *e, uint64_t *addr, uint32_t *size,
+                             uint16_t *asid)
 {
     const uint8_t *w, *we, *q;
     unsigned kind;

@@ -3,7 +3,6 @@
 
 #include "walk_impl.h"
 
-
 int walk_cfg_check(const emu_walk_cfg *cfg)
 {
     if (cfg->maxphyaddr < 32 || cfg->maxphyaddr > EMU_PA_BITS_MAX || cfg->reserved0)
@@ -32,8 +31,7 @@ uint32_t walk_access_ec(const emu_walk_cfg *cfg, uint32_t access)
     return ec;
 }
 
-uint32_t walk_check_rights(const emu_walk_cfg *cfg, uint32_t access, unsigned rights,
-                           unsigned pkey)
+uint32_t walk_check_rights(const emu_walk_cfg *cfg, uint32_t access, unsigned rights, unsigned pkey)
 {
     uint32_t kind = access & EMU_ACC_KIND_MASK;
     /* An implicit access (GDT, IDT, ...) is a supervisor access even at CPL 3 (4.6) */
@@ -72,8 +70,8 @@ static int access_ok(uint32_t access)
            !(access & ~(uint32_t)(EMU_ACC_KIND_MASK | EMU_ACC_USER | EMU_ACC_IMPLICIT));
 }
 
-static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, const walk_masks *wm,
-                     uint64_t va, uint32_t access, emu_walk_result *out, emu_walk_path *path)
+static void walk_one(emu_physmem *m, const emu_walk_cfg *cfg, const walk_masks *wm, uint64_t va,
+                     uint32_t access, emu_walk_result *out, emu_walk_path *path)
 {
     if (!va_canonical(va, (cfg->flags & EMU_WF_LA57) != 0)) {
         /* #GP(0): no paging structure is read and CR2 is untouched (SDM 3A 4.5) */

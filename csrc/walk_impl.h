@@ -51,7 +51,6 @@ typedef struct walk_trace {
  * result (whose bits, P and PK, never include this one). */
 #define WALK_RIGHTS_KNOWN 0x80
 
-
 /* Rights check for a complete translation under the current control state (SDM 3A
  * 4.6): 0 when allowed, else the #PF error-code bits beyond W/U/I (P, PK). */
 uint32_t walk_check_rights(const emu_walk_cfg *cfg, uint32_t access, unsigned rights,
