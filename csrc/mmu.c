@@ -881,18 +881,25 @@ static void add_fast_hits(emu_mmu *m, const uint64_t hits[3], const uint64_t l2h
     s->cycles += n1 * m->cfg.lat_l1_hit + n2 * (m->cfg.lat_l1_hit + m->cfg.lat_l2_hit);
 }
 
-/* The result of a hit on entry e (its page 1 << shift) by the fast path. */
-static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va, unsigned shift,
-                                uint8_t hit, uint32_t cycles)
+/* A translated one-page access's result. */
+static inline void set_ok(emu_mmu_result *r, uint64_t pa, uint32_t page_size, uint8_t hit,
+                          uint32_t cycles)
 {
-    r->pa = (e->pfn << 12) | (va & ((1ull << shift) - 1));
-    r->page_size = 1u << shift;
+    r->pa = pa;
+    r->page_size = page_size;
     r->error_code = 0;
     r->vector = EMU_VEC_NONE;
     r->hit = hit;
     r->crossed = 0;
     r->reserved0 = 0;
     r->cycles = cycles;
+}
+
+/* The result of a hit on entry e (its page 1 << shift) by the fast path. */
+static inline void set_fast_hit(emu_mmu_result *r, const tlb_entry *e, uint64_t va, unsigned shift,
+                                uint8_t hit, uint32_t cycles)
+{
+    set_ok(r, (e->pfn << 12) | (va & ((1ull << shift) - 1)), 1u << shift, hit, cycles);
 }
 
 /* The walk of an access whose L1 and L2 lookups emu_mmu_run made whole and which both
@@ -939,16 +946,8 @@ static int walk_direct(emu_mmu *m, const first_probe *p, uint64_t va, uint32_t a
     } else {
         fill_role(m, p->role1, va, &li, 1);
     }
-    if (r) {
-        r->pa = wr.pa;
-        r->page_size = (uint32_t)wr.page_size;
-        r->error_code = 0;
-        r->vector = EMU_VEC_NONE;
-        r->hit = EMU_HIT_WALK;
-        r->crossed = 0;
-        r->reserved0 = 0;
-        r->cycles = cycles;
-    }
+    if (r)
+        set_ok(r, wr.pa, (uint32_t)wr.page_size, EMU_HIT_WALK, cycles);
     return 1;
 }
 

@@ -136,19 +136,7 @@ static inline __attribute__((always_inline)) uint64_t tags_eq_nib(const uint64_t
     return mk;
 }
 
-/* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
- * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
- * are compared whole (tags_eq_nib); smaller ones are scanned. */
-static inline __attribute__((always_inline)) int
-tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint32_t *set_out);
-
-static inline __attribute__((always_inline)) int
-tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
-{
-    return tlb_find_vpn(a, va >> (12 + 9 * (level - 1)), tlb_tag(va, level), pcid, set_out);
-}
-
-/* tlb_find given the page number (va >> the level's page shift) and the tag. */
+/* tlb_find (below) given the page number (va >> the level's page shift) and the tag. */
 static inline __attribute__((always_inline)) int
 tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint32_t *set_out)
 {
@@ -172,6 +160,15 @@ tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint
         }
     }
     return -1;
+}
+
+/* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
+ * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
+ * are compared whole (tags_eq_nib); other sets are scanned. */
+static inline __attribute__((always_inline)) int
+tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
+{
+    return tlb_find_vpn(a, va >> (12 + 9 * (level - 1)), tlb_tag(va, level), pcid, set_out);
 }
 
 /* A recency order of at most 16 ways (4 bits each, most recently used in bits 3:0) with
