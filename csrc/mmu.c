@@ -523,7 +523,7 @@ static uint32_t ref_cost(emu_mmu *m, uint64_t entry_pa)
     uint32_t w = 0;
     /* four ways per step while all four are valid and none matches */
     for (; w + 4 <= ways; w += 4)
-        if (!t[w + 3] || tags4_any(t + w, tag))
+        if (!t[w + 3] || tags_eq_nib(t + w, 4, tag))
             break; /* !t[w + 3] also catches an invalid t[w..w+2]: valid ways are a prefix */
     for (; w < ways && t[w] != 0; w++) {
         if (t[w] == tag) {
@@ -743,7 +743,7 @@ static void xlate(emu_mmu *m, uint64_t va, uint32_t access, emu_mmu_result *r, u
             set_pf(r, walk_access_ec(&m->wcfg, access) | deny);
             return;
         }
-        if (kind == EMU_ACC_WRITE && !(e->flags & TLB_F_DIRTY)) {
+        if (needs_d_walk(kind, e)) {
             /* D=0 in the entry: the processor goes to the walker to set D (4.8) */
             m->st.dirty_walks++;
             emu_walk_result wr;

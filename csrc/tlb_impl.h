@@ -88,26 +88,6 @@ int tlb_array_init(tlb_array *a, uint32_t role, uint32_t sizes, uint32_t sets, u
                    uint32_t policy, uint64_t seed);
 void tlb_array_destroy(tlb_array *a);
 
-/* Whether one of the four tags t[0..3] equals tag.  With SSE2 (every x86-64): two
- * 32-bit-lane compares, each 64-bit lane equal when both its halves are, and one test
- * for the four, instead of four compares. */
-#ifdef __SSE2__
-static inline int tags4_any(const uint64_t *t, uint64_t tag)
-{
-    __m128i k = _mm_set1_epi64x((long long)tag);
-    __m128i a = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)t), k);
-    __m128i b = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(const void *)(t + 2)), k);
-    a = _mm_and_si128(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
-    b = _mm_and_si128(b, _mm_shuffle_epi32(b, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
-}
-#else
-static inline int tags4_any(const uint64_t *t, uint64_t tag)
-{
-    return (t[0] == tag) | (t[1] == tag) | (t[2] == tag) | (t[3] == tag);
-}
-#endif
-
 /* Bit 4i set when t[i] equals tag, for i < n (n <= 16); no other bit set.  No branch
  * depends on where (or whether) the tag is found: a set-associative probe whose hit way
  * is unpredictable would otherwise mispredict the compare that ends its scan.  With SSE2,
@@ -145,6 +125,7 @@ tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint
     const tlb_entry *e = a->e + (size_t)set * a->ways;
     *set_out = set;
     if (a->ways >= 8 && a->ways <= 16) {
+        /* the usual STLB set (12 ways) unrolled with a constant count */
         uint64_t mk = a->ways == 12 ? tags_eq_nib(t, 12, tag) : tags_eq_nib(t, a->ways, tag);
         for (; mk; mk &= mk - 1) {
             uint32_t w = (uint32_t)__builtin_ctzll(mk) / 4;
@@ -164,7 +145,8 @@ tlb_find_vpn(const tlb_array *a, uint64_t vpn, uint64_t tag, uint16_t pcid, uint
 
 /* Way index of a valid entry for (va, level) usable under pcid (same PCID or global),
  * or -1: the lowest such way.  Does not touch replacement state.  Sets of 8 to 16 ways
- * are compared whole (tags_eq_nib); other sets are scanned. */
+ * are compared whole (tags_eq_nib); other sets are scanned (emu_mmu_run's L1 fast probe
+ * compares a 4-way set whole too). */
 static inline __attribute__((always_inline)) int
 tlb_find(const tlb_array *a, uint64_t va, int level, uint16_t pcid, uint32_t *set_out)
 {
